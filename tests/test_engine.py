@@ -1,0 +1,207 @@
+"""The training engine: a run interrupted and resumed ends exactly where an uninterrupted run ends."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from medlab import engine
+from medlab.runtime import seed_everything
+
+DEVICE = torch.device("cpu")
+
+
+def _problem(seed: int = 0):
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(96, 5, generator=generator)
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).long()
+    return TensorDataset(x, y), TensorDataset(x[:32], y[:32])
+
+
+def _model():
+    seed_everything(123)
+    return nn.Sequential(nn.Linear(5, 16), nn.ReLU(), nn.Dropout(0.2), nn.Linear(16, 2))
+
+
+def _loss(model, batch):
+    x, y = batch
+    x = x + 0.1 * torch.randn_like(x)  # uses the global RNG, as on-device augmentation does
+    loss = F.cross_entropy(model(x), y)
+    return {"loss": loss, "ce": loss}
+
+
+def _fit(model, run_dir, epochs=5, **kwargs):
+    train, val = _problem()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=2, gamma=0.5)
+
+    def evaluate(m):
+        x, y = val.tensors
+        return {"accuracy": (m(x).argmax(1) == y).float().mean().item()}
+
+    return engine.fit(
+        model, train, loss_fn=_loss, optimizer=optimizer, epochs=epochs, batch_size=16, run_dir=run_dir,
+        device=DEVICE, seed=7, evaluate=evaluate, scheduler=scheduler, progress=False, fingerprint="f1", **kwargs,
+    )
+
+
+def _same_weights(a: nn.Module, b: nn.Module) -> bool:
+    return all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def _without_timing(history):
+    return [{k: v for k, v in r.items() if k not in ("epoch_s", "samples_per_s", "peak_memory_mb")} for r in history]
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_fit_trains_and_logs(tmp_path):
+    model = _model()
+    result = _fit(model, tmp_path / "run")
+    assert [r["epoch"] for r in result.history] == [1, 2, 3, 4, 5]
+    assert result.history[-1]["train/loss"] < result.history[0]["train/loss"]
+    assert {"train/ce", "val/accuracy", "lr", "samples_per_s", "peak_memory_mb"} <= set(result.history[0])
+    assert result.samples_per_s > 0 and result.peak_memory_mb > 0
+    assert (tmp_path / "run" / engine.CHECKPOINT).exists()
+
+
+def test_resume_after_interruption_between_epochs_matches_uninterrupted(tmp_path):
+    reference = _model()
+    expected = _fit(reference, tmp_path / "a")
+
+    def stop_after_two(epoch, record):
+        if epoch == 2:
+            raise Interrupt
+
+    interrupted = _model()
+    with pytest.raises(Interrupt):
+        _fit(interrupted, tmp_path / "b", on_epoch_end=[stop_after_two])
+    resumed_model = _model()  # a fresh process would rebuild the model from scratch
+    resumed = _fit(resumed_model, tmp_path / "b")
+    assert resumed.resumed_from_epoch == 2 and resumed.epochs_trained_now == 3
+    assert _same_weights(reference, resumed_model)
+    assert _without_timing(resumed.history) == _without_timing(expected.history)
+
+
+def test_resume_after_interruption_inside_an_epoch(tmp_path):
+    reference = _model()
+    _fit(reference, tmp_path / "a")
+
+    calls = {"n": 0}
+
+    def failing_loss(model, batch):
+        calls["n"] += 1
+        if calls["n"] == 14:  # in the middle of epoch 3 (6 steps per epoch)
+            raise KeyboardInterrupt
+        return _loss(model, batch)
+
+    interrupted = _model()
+    train, _ = _problem()
+    optimizer = torch.optim.SGD(interrupted.parameters(), lr=0.1, momentum=0.9)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=2, gamma=0.5)
+    with pytest.raises(KeyboardInterrupt):
+        engine.fit(
+            interrupted, train, loss_fn=failing_loss, optimizer=optimizer, epochs=5, batch_size=16,
+            run_dir=tmp_path / "b", device=DEVICE, seed=7, scheduler=scheduler, progress=False, fingerprint="f1",
+            evaluate=lambda m: {"accuracy": 0.0},
+        )
+    resumed_model = _model()
+    resumed = _fit(resumed_model, tmp_path / "b")
+    assert resumed.resumed_from_epoch == 2
+    assert _same_weights(reference, resumed_model)
+
+
+def test_finished_run_is_not_trained_again(tmp_path):
+    first = _model()
+    _fit(first, tmp_path / "run")
+    again = _model()
+    result = _fit(again, tmp_path / "run")
+    assert result.epochs_trained_now == 0 and len(result.history) == 5
+    assert _same_weights(first, again)
+
+
+def test_checkpoint_from_other_code_is_not_resumed(tmp_path):
+    _fit(_model(), tmp_path / "run", epochs=2)
+    model = _model()
+    with pytest.warns(UserWarning, match="other code or settings"):
+        result = engine.fit(
+            model, _problem()[0], loss_fn=_loss, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+            epochs=2, batch_size=16, run_dir=tmp_path / "run", device=DEVICE, progress=False, fingerprint="f2",
+        )
+    assert result.resumed_from_epoch == 0 and result.epochs_trained_now == 2
+
+
+def test_monitor_restores_best_epoch(tmp_path):
+    scores = iter([0.5, 0.9, 0.1])
+    model = _model()
+    train, _ = _problem()
+    snapshots = {}
+
+    def evaluate(m):
+        return {"score": next(scores)}
+
+    def remember(epoch, record):
+        snapshots[epoch] = {k: v.clone() for k, v in model.state_dict().items()}
+
+    result = engine.fit(
+        model, train, loss_fn=_loss, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), epochs=3,
+        batch_size=16, run_dir=tmp_path / "run", device=DEVICE, evaluate=evaluate, monitor="score",
+        progress=False, on_epoch_end=[remember],
+    )
+    assert result.best_epoch == 2 and result.best_value == 0.9
+    assert all(torch.equal(v, snapshots[2][k]) for k, v in model.state_dict().items())
+
+
+def test_nan_loss_raises_with_the_run_folder(tmp_path):
+    model = _model()
+
+    def nan_loss(m, batch):
+        return {"loss": m(batch[0]).sum() * float("nan")}
+
+    with pytest.raises(FloatingPointError, match="epoch 1"):
+        engine.fit(
+            model, _problem()[0], loss_fn=nan_loss, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+            epochs=1, batch_size=16, run_dir=tmp_path / "run", device=DEVICE, progress=False,
+        )
+
+
+def test_bad_arguments_are_named(tmp_path):
+    model = _model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="epochs must be >= 1"):
+        engine.fit(model, _problem()[0], loss_fn=_loss, optimizer=optimizer, epochs=0, batch_size=8, run_dir=tmp_path, device=DEVICE)
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        engine.fit(model, _problem()[0], loss_fn=_loss, optimizer=optimizer, epochs=1, batch_size=500, run_dir=tmp_path, device=DEVICE)
+
+
+def test_batch_order_depends_only_on_seed_and_epoch():
+    a = engine.EpochShuffleSampler(20, seed=3)
+    b = engine.EpochShuffleSampler(20, seed=3)
+    a.set_epoch(4)
+    b.set_epoch(4)
+    torch.manual_seed(0)
+    first = list(a)
+    torch.manual_seed(99)
+    assert list(b) == first
+    b.set_epoch(5)
+    assert list(b) != first and sorted(first) == list(range(20))
+
+
+def test_predict_concatenates_dict_outputs():
+    data = TensorDataset(torch.arange(10.0).view(10, 1))
+    out = engine.predict(
+        nn.Identity(), data, forward=lambda m, batch: {"x": m(batch[0]) * 2}, device=DEVICE, batch_size=3
+    )
+    assert torch.equal(out["x"].view(-1), torch.arange(10.0) * 2)
+
+
+def test_to_device_keeps_structure():
+    batch = {"a": torch.zeros(2, 3, 4, 4), "b": [torch.ones(1), 5]}
+    moved = engine.to_device(batch, DEVICE, channels_last=True)
+    assert moved["a"].is_contiguous(memory_format=torch.channels_last)
+    assert moved["b"][1] == 5
