@@ -1,0 +1,70 @@
+"""The dataset registry: ``load(name, split, data_dir=None, ...)`` returns a torch Dataset.
+
+``data_dir=None`` gives the chapter's synthetic data (generated from a seed, offline); a path gives the
+real dataset, read in its official layout by a reader in :mod:`medlab.data.formats`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from torch.utils.data import Dataset
+
+SPLITS = ("train", "val", "test")
+_REGISTRY: dict[str, Callable[..., Dataset]] = {}
+_DESCRIPTIONS: dict[str, str] = {}
+
+
+def register(name: str, description: str) -> Callable:
+    """Register a dataset factory ``factory(split, data_dir, **options) -> Dataset`` under ``name``."""
+
+    def decorate(factory: Callable[..., Dataset]) -> Callable[..., Dataset]:
+        if name in _REGISTRY:
+            raise ValueError(f"dataset {name!r} is registered twice")
+        _REGISTRY[name] = factory
+        _DESCRIPTIONS[name] = description
+        return factory
+
+    return decorate
+
+
+def available() -> dict[str, str]:
+    """Registered dataset names and what each is."""
+    return dict(_DESCRIPTIONS)
+
+
+def load(name: str, split: str, data_dir: str | Path | None = None, **options: Any) -> Dataset:
+    """The ``split`` ("train", "val" or "test") of dataset ``name``; synthetic when ``data_dir`` is None."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown dataset {name!r}; available: {', '.join(sorted(_REGISTRY)) or 'none'}")
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r} for dataset {name!r}; expected one of {', '.join(SPLITS)}")
+    return _REGISTRY[name](split=split, data_dir=None if data_dir is None else Path(data_dir), **options)
+
+
+_SPLIT_OFFSET = {"train": 0, "val": 1, "test": 2}
+
+
+@register("isic2018", "ISIC 2018 Task 3 skin-lesion diagnosis (7 classes); synthetic look-alike without data_dir")
+def _isic2018(
+    split: str,
+    data_dir: Path | None,
+    image_size: int = 64,
+    n: int | None = None,
+    attribute_noise: float = 0.16,
+    seed: int = 2018,
+    transform: Callable | None = None,
+) -> Dataset:
+    if data_dir is not None:
+        from medlab.data.formats.isic2018 import ISIC2018Task3
+
+        if n is not None:
+            raise ValueError("n (the number of synthetic images) cannot be set for the real ISIC 2018 data")
+        return ISIC2018Task3(data_dir, split, image_size=image_size, transform=transform)
+    from medlab.data.synth.skin_lesions import SkinLesionSpec, SyntheticSkinLesions
+
+    if n is None:
+        raise ValueError("the synthetic ISIC 2018 look-alike needs n, the number of images of the split")
+    spec = SkinLesionSpec(n=n, image_size=image_size, attribute_noise=attribute_noise, seed=seed * 10 + _SPLIT_OFFSET[split])
+    return SyntheticSkinLesions(spec, transform=transform)
