@@ -1,0 +1,153 @@
+"""Chapter 1 (CCL-Net): each equation on tiny tensors with hand-computed values, the model, the losses."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from medlab.papers import ccl
+
+
+def _unit(*rows):
+    return F.normalize(torch.tensor(rows, dtype=torch.float32), dim=1)
+
+
+def test_dml_loss_hand_computed():
+    z = _unit([1.0, 0.0])
+    e = _unit([1.0, 0.0], [0.0, 1.0])
+    # logits s*<z,e> = [2, 0]; -log softmax_0 = log(1 + e^-2)
+    loss = ccl.dml_loss(z, e, torch.tensor([0]), scale=2.0)
+    assert loss.item() == pytest.approx(math.log(1 + math.exp(-2)), abs=1e-6)
+
+
+def test_correlation_is_cosine_with_unit_diagonal():
+    e = _unit([1.0, 0.0], [1.0, 1.0], [0.0, -1.0])
+    r = ccl.class_correlation(e)
+    assert torch.allclose(torch.diag(r), torch.ones(3))
+    assert r[0, 1].item() == pytest.approx(1 / math.sqrt(2), abs=1e-6)
+    assert r[0, 2].item() == pytest.approx(0.0, abs=1e-6) and r[1, 2].item() == pytest.approx(-1 / math.sqrt(2), abs=1e-6)
+    assert torch.allclose(r, r.t())
+
+
+def test_soft_labels_hand_computed():
+    r = torch.tensor([[1.0, 0.5], [0.5, 1.0]])
+    q = ccl.soft_labels(r, temperature=0.5)
+    # row 0: softmax([2, 1])
+    expected = math.exp(2) / (math.exp(2) + math.exp(1))
+    assert q[0, 0].item() == pytest.approx(expected, abs=1e-6)
+    assert torch.allclose(q.sum(1), torch.ones(2))
+    with pytest.raises(ValueError, match="temperature must be positive"):
+        ccl.soft_labels(r, 0.0)
+
+
+def test_soft_labels_peak_at_the_true_class_and_rank_by_correlation():
+    e = F.normalize(torch.randn(7, 16, generator=torch.Generator().manual_seed(0)), dim=1)
+    q = ccl.soft_labels(ccl.class_correlation(e), 0.25)
+    assert torch.equal(q.argmax(1), torch.arange(7))
+    r = ccl.class_correlation(e)
+    for i in range(7):
+        others = [j for j in range(7) if j != i]
+        assert torch.equal(torch.argsort(q[i, others]), torch.argsort(r[i, others]))
+
+
+def test_correlation_loss_hand_computed_and_gradient_only_reaches_class_embeddings():
+    e = _unit([1.0, 0.0], [0.0, 1.0]).requires_grad_(True)
+    z = _unit([0.6, 0.8]).requires_grad_(True)
+    # class 0 sample: R_01 = 0, <z, e_1> = 0.8 -> (0 - 0.8)^2
+    loss = ccl.correlation_loss(z, e, torch.tensor([0]))
+    assert loss.item() == pytest.approx(0.64, abs=1e-6)
+    loss.backward()
+    assert z.grad is None or torch.count_nonzero(z.grad) == 0
+    assert torch.count_nonzero(e.grad) > 0
+
+
+def test_correlation_loss_is_zero_when_samples_sit_on_their_class_embedding():
+    e = F.normalize(torch.randn(4, 8, generator=torch.Generator().manual_seed(1)), dim=1)
+    labels = torch.tensor([0, 1, 2, 3, 1])
+    assert ccl.correlation_loss(e[labels], e, labels).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_correlation_loss_pulls_confusable_classes_together():
+    """Samples of class 0 lying towards class 1 raise R_01 under gradient descent on L_cc."""
+    e = _unit([1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]).requires_grad_(True)
+    z = _unit([0.8, 0.6, 0.0], [0.8, 0.6, 0.0])
+    labels = torch.tensor([0, 0])
+    before = ccl.class_correlation(e.detach())[0, 1].item()
+    for _ in range(20):
+        loss = ccl.correlation_loss(z, F.normalize(e, dim=1), labels)
+        (grad,) = torch.autograd.grad(loss, e)
+        e = (e - 0.5 * grad).detach().requires_grad_(True)
+    after = ccl.class_correlation(F.normalize(e.detach(), dim=1))
+    assert after[0, 1].item() > before + 0.2 and abs(after[0, 2].item()) < 0.05
+
+
+def test_soft_cross_entropy_equals_cross_entropy_for_one_hot_targets_and_detaches():
+    logits = torch.randn(5, 4, requires_grad=True)
+    labels = torch.tensor([0, 3, 1, 1, 2])
+    one_hot = F.one_hot(labels, 4).float().requires_grad_(True)
+    ours = ccl.soft_cross_entropy(logits, one_hot)
+    assert ours.item() == pytest.approx(F.cross_entropy(logits, labels).item(), abs=1e-6)
+    ours.backward()
+    assert one_hot.grad is None
+
+
+def test_classifier_outputs_and_shapes():
+    model = ccl.Classifier("shufflenet_v2_x1_0", num_classes=7, with_ccl=True, embedding_dim=8)
+    out = model(torch.rand(2, 3, 32, 32))
+    assert out["logits"].shape == (2, 7) and out["embedding"].shape == (2, 8)
+    assert torch.allclose(out["embedding"].norm(dim=1), torch.ones(2), atol=1e-5)
+    plain = ccl.Classifier("resnet18", num_classes=7)
+    assert "embedding" not in plain(torch.rand(2, 3, 32, 32)) and plain.ccl is None
+
+
+@pytest.mark.parametrize("method", list(ccl.METHODS))
+def test_every_method_loss_is_finite_and_trains_the_right_parts(method):
+    config = ccl.settings("smoke")
+    torch.manual_seed(0)
+    model = ccl.Classifier("shufflenet_v2_x1_0", 7, with_ccl=method.startswith("ccl"), embedding_dim=8)
+    oracle = ccl.oracle_soft_labels(np.eye(7) * 0.5 + 0.5, 0.25) if method == "oracle_soft" else None
+    loss_fn = ccl.make_loss(method, config, oracle)
+    batch = (torch.rand(4, 3, 32, 32), torch.tensor([0, 1, 2, 6]))
+    parts = loss_fn(model, batch)
+    assert torch.isfinite(parts["loss"])
+    parts["loss"].backward()
+    assert model.head.weight.grad is not None
+    if method.startswith("ccl"):
+        assert model.ccl.class_embeddings.grad is not None and "dml" in parts
+        assert ("cc" in parts) == (method != "ccl_no_cc")
+
+
+def test_ccl_total_loss_combines_terms_with_their_weights():
+    config = ccl.settings("smoke", lambda_dml=0.5, lambda_cc=2.0)
+    torch.manual_seed(0)
+    model = ccl.Classifier("shufflenet_v2_x1_0", 7, with_ccl=True, embedding_dim=8).eval()
+    torch.manual_seed(1)
+    parts = ccl.make_loss("ccl", config)(model, (torch.rand(3, 3, 32, 32), torch.tensor([0, 1, 2])))
+    expected = parts["cls"] + 0.5 * parts["dml"] + 2.0 * parts["cc"]
+    assert parts["loss"].item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_unknown_method_and_missing_oracle():
+    config = ccl.settings("smoke")
+    with pytest.raises(ValueError, match="unknown method 'focal'"):
+        ccl.make_loss("focal", config)
+    with pytest.raises(ValueError, match="only the synthetic data has"):
+        ccl.make_loss("oracle_soft", config)
+
+
+def test_settings_per_profile_and_overrides():
+    assert ccl.settings("smoke").epochs < ccl.settings("demo").epochs
+    assert len(ccl.settings("demo").seeds) >= 3 and len(ccl.settings("demo").backbones) >= 2
+    s = ccl.settings("smoke", seeds="3,4", epochs="1")
+    assert s.seeds == [3, 4] and s.epochs == 1
+    with pytest.raises(ValueError, match="unknown setting 'epoch'"):
+        ccl.settings("smoke", epoch=1)
+
+
+def test_run_params_identify_a_run_without_the_grid():
+    params = ccl.run_params(ccl.settings("smoke"), "resnet18", "ccl", None)
+    assert params["backbone"] == "resnet18" and params["method"] == "ccl" and "seeds" not in params
