@@ -14,4 +14,11 @@ from medlab.runtime import (  # noqa: E402
     seed_everything,
 )
 
-__all__ = ["PROFILES", "__version__", "choose_device", "environment_record", "resolve_profile", "seed_everything"]
+__all__ = [
+    "PROFILES",
+    "__version__",
+    "choose_device",
+    "environment_record",
+    "resolve_profile",
+    "seed_everything",
+]

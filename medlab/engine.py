@@ -58,7 +58,9 @@ class EpochShuffleSampler(Sampler[int]):
     def __init__(self, size: int, seed: int, weights: torch.Tensor | None = None):
         if weights is not None and len(weights) != size:
             raise ValueError(f"{len(weights)} sample weights for {size} samples")
-        if weights is not None and (not torch.isfinite(weights).all() or (weights < 0).any() or weights.sum() <= 0):
+        if weights is not None and (
+            not torch.isfinite(weights).all() or (weights < 0).any() or weights.sum() <= 0
+        ):
             raise ValueError("sample weights must be finite, non-negative and not all zero")
         self.size, self.seed, self.epoch = size, seed, 0
         self.weights = None if weights is None else torch.as_tensor(weights, dtype=torch.double)
@@ -69,7 +71,9 @@ class EpochShuffleSampler(Sampler[int]):
     def __iter__(self):
         generator = torch.Generator().manual_seed(_epoch_seed(self.seed, self.epoch))
         if self.weights is not None:
-            return iter(torch.multinomial(self.weights, self.size, replacement=True, generator=generator).tolist())
+            return iter(
+                torch.multinomial(self.weights, self.size, replacement=True, generator=generator).tolist()
+            )
         return iter(torch.randperm(self.size, generator=generator).tolist())
 
     def __len__(self) -> int:
@@ -181,7 +185,9 @@ def fit(
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     if len(train_data) < batch_size and drop_last:
-        raise ValueError(f"the training set has {len(train_data)} samples, fewer than one batch of {batch_size}")
+        raise ValueError(
+            f"the training set has {len(train_data)} samples, fewer than one batch of {batch_size}"
+        )
     if monitor_mode not in ("max", "min"):
         raise ValueError(f"monitor_mode must be 'max' or 'min', got {monitor_mode!r}")
     if scheduler_interval not in ("epoch", "step"):
@@ -208,10 +214,14 @@ def fit(
     if checkpoint_path.exists():
         state = torch.load(checkpoint_path, map_location=device, weights_only=False)
         if state.get("fingerprint") != fingerprint:
-            result.notes.append(f"{checkpoint_path} was made by other code or settings; training from scratch")
+            result.notes.append(
+                f"{checkpoint_path} was made by other code or settings; training from scratch"
+            )
             warnings.warn(result.notes[-1], stacklevel=2)
         elif state["epoch"] > epochs:
-            raise ValueError(f"{checkpoint_path} holds {state['epoch']} epochs, more than the {epochs} requested")
+            raise ValueError(
+                f"{checkpoint_path} holds {state['epoch']} epochs, more than the {epochs} requested"
+            )
         else:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
@@ -287,7 +297,9 @@ def fit(
             for name, total in sums.items():
                 record[f"train/{name}"] = total.item() / steps_per_epoch
             if not math.isfinite(record.get("train/loss", 0.0)):
-                raise FloatingPointError(f"the training loss is {record['train/loss']} in epoch {epoch} ({run_dir})")
+                raise FloatingPointError(
+                    f"the training loss is {record['train/loss']} in epoch {epoch} ({run_dir})"
+                )
             record["lr"] = optimizer.param_groups[0]["lr"]
             record["epoch_s"] = epoch_s
             record["samples_per_s"] = seen / epoch_s if epoch_s > 0 else float("nan")
@@ -306,10 +318,15 @@ def fit(
                 if key not in record:
                     raise KeyError(f"monitor {monitor!r} is not among the logged values: {sorted(record)}")
                 value = record[key]
-                better = best_value is None or (value > best_value if monitor_mode == "max" else value < best_value)
+                better = best_value is None or (
+                    value > best_value if monitor_mode == "max" else value < best_value
+                )
                 if better:
                     best_value, best_epoch = value, epoch
-                    _atomic_save({"model": model.state_dict(), "epoch": epoch, "fingerprint": fingerprint}, run_dir / BEST)
+                    _atomic_save(
+                        {"model": model.state_dict(), "epoch": epoch, "fingerprint": fingerprint},
+                        run_dir / BEST,
+                    )
 
             result.history.append(record)
             _atomic_save(
@@ -333,7 +350,9 @@ def fit(
             for callback in on_epoch_end:
                 callback(epoch, record)
     except KeyboardInterrupt:
-        print(f"Interrupted. Run again with the same run folder to resume after epoch {last_saved}: {run_dir}")
+        print(
+            f"Interrupted. Run again with the same run folder to resume after epoch {last_saved}: {run_dir}"
+        )
         raise
     finally:
         if bar is not None:
@@ -343,7 +362,9 @@ def fit(
         model.load_state_dict(torch.load(run_dir / BEST, map_location=device, weights_only=False)["model"])
     result.train_s = train_s
     result.best_epoch, result.best_value = best_epoch, best_value
-    speeds = [r["samples_per_s"] for r in result.history if math.isfinite(r.get("samples_per_s", float("nan")))]
+    speeds = [
+        r["samples_per_s"] for r in result.history if math.isfinite(r.get("samples_per_s", float("nan")))
+    ]
     result.samples_per_s = float(np.median(speeds)) if speeds else None
     peaks = [r["peak_memory_mb"] for r in result.history if "peak_memory_mb" in r]
     result.peak_memory_mb = max(peaks) if peaks else None
@@ -387,7 +408,11 @@ def predict(
     was_training = model.training
     model.eval()
     loader = DataLoader(
-        data, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate_fn,
+        data,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=num_workers,
+        collate_fn=collate_fn,
         pin_memory=device.type == "cuda",
     )
     outputs: list[Any] = []

@@ -36,7 +36,15 @@ def fingerprint(params: Mapping[str, Any]) -> str:
     return stable_hash({"params": dict(params), "code": code_fingerprint()}, 16)
 
 
-def run_dir_for(profile: str, chapter: str, experiment: str, variant: str, seed: int, params: Mapping[str, Any], root: Path | None = None) -> Path:
+def run_dir_for(
+    profile: str,
+    chapter: str,
+    experiment: str,
+    variant: str,
+    seed: int,
+    params: Mapping[str, Any],
+    root: Path | None = None,
+) -> Path:
     base = Path(root) if root is not None else results.runs_root()
     return base / profile / chapter / results.run_name(experiment, variant, seed, params)
 
@@ -145,7 +153,9 @@ def run_grid(
         return records  # type: ignore[return-value]
 
     context = mp.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker, initargs=(threads or 1,)) as pool:
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=context, initializer=_init_worker, initargs=(threads or 1,)
+    ) as pool:
         futures = {pool.submit(run_job, job, **shared): index for index, job in enumerate(jobs)}
         try:
             for future in as_completed(futures):
@@ -153,7 +163,9 @@ def run_grid(
                 try:
                     records[index] = future.result()
                 except Exception as error:
-                    raise RuntimeError(f"run {jobs[index]} failed: {type(error).__name__}: {error}") from error
+                    raise RuntimeError(
+                        f"run {jobs[index]} failed: {type(error).__name__}: {error}"
+                    ) from error
                 report(index, records[index])
         except BaseException:
             for future in futures:

@@ -25,7 +25,9 @@ def _check_probabilities(probs: np.ndarray, num_classes: int | None) -> np.ndarr
         raise ValueError(f"probabilities have {probs.shape[1]} columns, expected {num_classes} classes")
     sums = probs.sum(axis=1)
     if not np.allclose(sums, 1.0, atol=1e-3):
-        raise ValueError(f"rows of the probability matrix must sum to 1 (found sums from {sums.min():.3f} to {sums.max():.3f}); apply softmax first")
+        raise ValueError(
+            f"rows of the probability matrix must sum to 1 (found sums from {sums.min():.3f} to {sums.max():.3f}); apply softmax first"
+        )
     return probs
 
 
@@ -38,10 +40,14 @@ def expected_calibration_error(y_true, probs, n_bins: int = 15) -> float:
     """Expected calibration error of the top-1 confidence (L1, equal-width bins; torchmetrics)."""
     probs_t = torch.as_tensor(_as_numpy(probs), dtype=torch.float32)
     target = torch.as_tensor(_as_numpy(y_true), dtype=torch.long)
-    return float(multiclass_calibration_error(probs_t, target, num_classes=probs_t.shape[1], n_bins=n_bins, norm="l1"))
+    return float(
+        multiclass_calibration_error(probs_t, target, num_classes=probs_t.shape[1], n_bins=n_bins, norm="l1")
+    )
 
 
-def classification_metrics(y_true, probs, num_classes: int | None = None, n_bins: int = 15) -> dict[str, float]:
+def classification_metrics(
+    y_true, probs, num_classes: int | None = None, n_bins: int = 15
+) -> dict[str, float]:
     """Accuracy, balanced accuracy (mean class recall: ISIC 2018's ranking metric), macro F1,
     expected calibration error, negative log-likelihood and macro one-vs-rest AUROC."""
     y = _as_numpy(y_true).astype(int)
@@ -122,14 +128,18 @@ def matrix_agreement(learned, reference) -> dict[str, float]:
     """
     a, b = off_diagonal(learned), off_diagonal(reference)
     if a.shape != b.shape:
-        raise ValueError(f"matrices of different sizes: {_as_numpy(learned).shape} vs {_as_numpy(reference).shape}")
+        raise ValueError(
+            f"matrices of different sizes: {_as_numpy(learned).shape} vs {_as_numpy(reference).shape}"
+        )
     if np.ptp(a) == 0 or np.ptp(b) == 0:
         return {"spearman": float("nan"), "pearson": float("nan")}
-    return {"spearman": float(stats.spearmanr(a, b).statistic), "pearson": float(stats.pearsonr(a, b).statistic)}
+    return {
+        "spearman": float(stats.spearmanr(a, b).statistic),
+        "pearson": float(stats.pearsonr(a, b).statistic),
+    }
 
 
 def cosine_similarity_matrix(vectors) -> np.ndarray:
     """Pairwise cosine similarity of the rows of ``vectors`` (e.g. a classifier's weight vectors)."""
     v = _as_numpy(vectors).astype(np.float64)
     return skm.pairwise.cosine_similarity(v)
-

@@ -29,7 +29,9 @@ def image_grid(dataset, classes: Sequence[str], per_class: int = 6, title: str |
     """A grid of ``per_class`` random images of each class (rows) from a dataset of ``(image, label)``."""
     targets = torch.as_tensor(dataset.targets).numpy()
     rng = np.random.default_rng(seed)
-    fig, axes = plt.subplots(len(classes), per_class, figsize=(1.4 * per_class, 1.45 * len(classes)), squeeze=False)
+    fig, axes = plt.subplots(
+        len(classes), per_class, figsize=(1.4 * per_class, 1.45 * len(classes)), squeeze=False
+    )
     for k, name in enumerate(classes):
         members = np.flatnonzero(targets == k)
         chosen = rng.choice(members, size=min(per_class, members.size), replace=False) if members.size else []
@@ -48,7 +50,9 @@ def image_grid(dataset, classes: Sequence[str], per_class: int = 6, title: str |
     return fig
 
 
-def class_counts(counts: Mapping[str, Sequence[int]], classes: Sequence[str], title: str = "Images per class"):
+def class_counts(
+    counts: Mapping[str, Sequence[int]], classes: Sequence[str], title: str = "Images per class"
+):
     """Grouped bars of class counts per split (log scale: the imbalance spans two orders of magnitude)."""
     fig, ax = plt.subplots(figsize=(7, 3))
     width = 0.8 / len(counts)
@@ -89,7 +93,15 @@ def heatmaps(
             for (i, j), value in np.ndenumerate(matrix):
                 if np.isnan(value):
                     continue
-                ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=6, color="w" if value < np.nanmean(matrix) else "k")
+                ax.text(
+                    j,
+                    i,
+                    f"{value:.2f}",
+                    ha="center",
+                    va="center",
+                    fontsize=6,
+                    color="w" if value < np.nanmean(matrix) else "k",
+                )
         fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04)
     fig.tight_layout()
     return fig
@@ -118,7 +130,9 @@ def curves(series: Mapping[str, np.ndarray], xlabel: str, ylabel: str, title: st
     return fig
 
 
-def reliability(diagrams: Mapping[str, Mapping[str, Sequence[float]]], ax=None, title: str = "Reliability (test set)"):
+def reliability(
+    diagrams: Mapping[str, Mapping[str, Sequence[float]]], ax=None, title: str = "Reliability (test set)"
+):
     """Reliability diagrams: accuracy against confidence per bin, the diagonal being perfect calibration."""
     if ax is None:
         fig, ax = plt.subplots(figsize=(4, 4))

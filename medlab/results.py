@@ -108,9 +108,15 @@ def write_record(
     """
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; expected one of {', '.join(PROFILES)}")
-    bad = [k for k, v in metrics.items() if not isinstance(v, (int, float, np.floating, np.integer)) and v is not None]
+    bad = [
+        k
+        for k, v in metrics.items()
+        if not isinstance(v, (int, float, np.floating, np.integer)) and v is not None
+    ]
     if bad:
-        raise TypeError(f"metrics must be numbers; these are not: {bad} (put structured outputs in artifacts)")
+        raise TypeError(
+            f"metrics must be numbers; these are not: {bad} (put structured outputs in artifacts)"
+        )
     record = {
         "schema": SCHEMA,
         "chapter": chapter,
@@ -141,7 +147,11 @@ def read_record(path: str | Path) -> dict[str, Any]:
         record = json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise ValueError(f"{path} is not valid JSON ({error}); delete it or rerun its experiment") from None
-    missing = [k for k in ("schema", "chapter", "profile", "experiment", "variant", "seed", "metrics") if k not in record]
+    missing = [
+        k
+        for k in ("schema", "chapter", "profile", "experiment", "variant", "seed", "metrics")
+        if k not in record
+    ]
     if missing:
         raise ValueError(f"{path} is not a medlab results record: it lacks {missing}")
     record["path"] = str(path)
@@ -170,7 +180,9 @@ def load(
     root: str | Path | None = None,
 ) -> pd.DataFrame:
     """All records under the results folder as a DataFrame (see :func:`to_frame`)."""
-    records = [r for r in iter_records(chapter, profile, root) if experiment is None or r["experiment"] == experiment]
+    records = [
+        r for r in iter_records(chapter, profile, root) if experiment is None or r["experiment"] == experiment
+    ]
     return to_frame(records)
 
 
@@ -200,25 +212,41 @@ def to_frame(records: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def select(records: Iterable[Mapping[str, Any]], **conditions: Any) -> list[Mapping[str, Any]]:
+    """The records whose fields, or else parameters, equal every given value.
+
+    ``select(records, experiment="comparison", backbone="resnet18")`` matches ``record["experiment"]``
+    and ``record["params"]["backbone"]``.
+    """
+
+    def value(record: Mapping[str, Any], key: str) -> Any:
+        return record[key] if key in record else record.get("params", {}).get(key)
+
+    return [r for r in records if all(value(r, k) == v for k, v in conditions.items())]
+
+
 def history(records: Iterable[Mapping[str, Any]], key: str) -> np.ndarray:
     """One logged value per epoch for each record, as an array ``(runs, epochs)`` (NaN-padded)."""
     rows = [[epoch.get(key, np.nan) for epoch in r.get("history", [])] for r in records]
     if not rows:
         raise ValueError("no records given")
     length = max(len(r) for r in rows)
-    return np.array([[np.nan if v is None else v for v in r] + [np.nan] * (length - len(r)) for r in rows], dtype=float)
+    return np.array(
+        [[np.nan if v is None else v for v in r] + [np.nan] * (length - len(r)) for r in rows], dtype=float
+    )
 
 
 def paired_difference(frame: pd.DataFrame, metric: str, column: str, a: str, b: str) -> dict[str, float]:
     """``a`` minus ``b`` on ``metrics.<metric>``, paired by seed (rows where ``column`` is ``a`` or ``b``).
 
-    Returns the mean and sample std of the per-seed differences, their count and how many seeds ``a`` won.
+    Returns the per-seed differences, their mean and sample std, their count and how many seeds ``a`` won.
     """
     values = frame.pivot_table(index="seed", columns=column, values=f"metrics.{metric}", aggfunc="mean")
     if a not in values or b not in values:
         raise KeyError(f"{column} has no {a!r} or {b!r}; it has {sorted(values.columns)}")
     diff = (values[a] - values[b]).dropna().to_numpy()
     return {
+        "values": diff,
         "mean": float(diff.mean()) if diff.size else float("nan"),
         "std": float(diff.std(ddof=1)) if diff.size > 1 else float("nan"),
         "n": int(diff.size),
@@ -236,11 +264,12 @@ def summarize(
     by: Sequence[str] = ("experiment", "variant"),
     digits: int = 3,
     percent: Sequence[str] = (),
+    names: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
     """Mean ± sample standard deviation over seeds for each group, as display strings.
 
     ``metrics`` are names without the ``metrics.`` prefix; those listed in ``percent`` are shown in %.
-    The ``n`` column counts the seeds behind each row.
+    ``names`` renames metric columns for display. The ``n`` column counts the seeds behind each row.
     """
     if frame.empty:
         raise ValueError("no results records to summarise (did the experiments run and write records?)")
@@ -255,7 +284,8 @@ def summarize(
         for metric, column in zip(metrics, columns):
             values = group[column].astype(float).to_numpy()
             scale = 100.0 if metric in percent else 1.0
-            row[metric] = format_mean_std(values * scale, digits=1 if metric in percent else digits)
+            label = (names or {}).get(metric, metric)
+            row[label] = format_mean_std(values * scale, digits=1 if metric in percent else digits)
         table[keys] = row
     out = pd.DataFrame.from_dict(table, orient="index")
     names = [b.split(".")[-1] for b in by]
@@ -320,19 +350,35 @@ def resource_card(chapter: str, root: str | Path | None = None) -> pd.DataFrame:
     for profile in PROFILE_BUDGET_S:
         measured = bench[bench["profile"] == profile] if not bench.empty else bench
         if measured.empty:
-            rows.append({"profile": profile, "device": "not measured yet", "wall time": "", "budget": _budget(profile)})
+            rows.append(
+                {
+                    "profile": profile,
+                    "device": "not measured yet",
+                    "wall time": "",
+                    "budget": _budget(profile),
+                }
+            )
             continue
         for _, row in measured.iterrows():
-            rows.append({
-                "profile": profile,
-                "device": str(row["device"]) + (f" ({int(row['threads'])} threads)" if pd.notna(row.get("threads")) else ""),
-                "wall time": f"{row['wall_s'] / 60:.1f} min" if row["wall_s"] >= 120 else f"{row['wall_s']:.0f} s",
-                "budget": _budget(profile),
-                "training samples/s": f"{row['train_samples_per_s']:.0f}" if pd.notna(row.get("train_samples_per_s")) else "",
-                "peak memory": f"{row['peak_memory_mb'] / 1024:.1f} GiB" if pd.notna(row.get("peak_memory_mb")) else "",
-                "runs": row.get("runs"),
-                "measured": str(row["created"])[:10],
-            })
+            rows.append(
+                {
+                    "profile": profile,
+                    "device": str(row["device"])
+                    + (f" ({int(row['threads'])} threads)" if pd.notna(row.get("threads")) else ""),
+                    "wall time": f"{row['wall_s'] / 60:.1f} min"
+                    if row["wall_s"] >= 120
+                    else f"{row['wall_s']:.0f} s",
+                    "budget": _budget(profile),
+                    "training samples/s": f"{row['train_samples_per_s']:.0f}"
+                    if pd.notna(row.get("train_samples_per_s"))
+                    else "",
+                    "peak memory": f"{row['peak_memory_mb'] / 1024:.1f} GiB"
+                    if pd.notna(row.get("peak_memory_mb"))
+                    else "",
+                    "runs": row.get("runs"),
+                    "measured": str(row["created"])[:10],
+                }
+            )
     return pd.DataFrame(rows).fillna("")
 
 
@@ -340,7 +386,11 @@ def _budget(profile: str) -> str:
     from medlab.runtime import PROFILE_BUDGET_S
 
     budget = PROFILE_BUDGET_S[profile]
-    return "one GPU" if budget is None else (f"{budget / 60:.0f} min on 2 CPU cores" if budget >= 120 else f"{budget:.0f} s on 2 CPU cores")
+    return (
+        "one GPU"
+        if budget is None
+        else (f"{budget / 60:.0f} min on 2 CPU cores" if budget >= 120 else f"{budget:.0f} s on 2 CPU cores")
+    )
 
 
 def load_bench(chapter: str | None = None, root: str | Path | None = None) -> pd.DataFrame:

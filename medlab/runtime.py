@@ -167,11 +167,17 @@ def git_commit(root: Path | None = None) -> dict[str, Any] | None:
     """The checkout's commit and whether it has uncommitted changes; ``None`` outside git."""
     root = root or project_root()
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
+        )
         if sha.returncode != 0:
             return None
         status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True, timeout=10
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
         )
         return {"commit": sha.stdout.strip(), "dirty": bool(status.stdout.strip())}
     except (OSError, subprocess.SubprocessError):
@@ -193,7 +199,11 @@ def device_description(device: torch.device) -> dict[str, Any]:
         props = torch.cuda.get_device_properties(index)
         info.update(name=props.name, memory_gb=round(props.total_memory / 2**30, 1), cuda=torch.version.cuda)
     elif device.type == "cpu":
-        info.update(name=platform.processor() or platform.machine(), threads=torch.get_num_threads(), cores=os.cpu_count())
+        info.update(
+            name=platform.processor() or platform.machine(),
+            threads=torch.get_num_threads(),
+            cores=os.cpu_count(),
+        )
     else:
         info.update(name=device.type)
     return info
@@ -205,7 +215,16 @@ def environment_record(device: torch.device | None = None) -> dict[str, Any]:
 
     packages = {
         name: _version(name)
-        for name in ("torch", "torchvision", "torchmetrics", "numpy", "scipy", "scikit-learn", "pandas", "nibabel")
+        for name in (
+            "torch",
+            "torchvision",
+            "torchmetrics",
+            "numpy",
+            "scipy",
+            "scikit-learn",
+            "pandas",
+            "nibabel",
+        )
     }
     return {
         "medlab": __version__,

@@ -11,7 +11,9 @@ from PIL import Image
 from medlab.data.formats.isic2018 import CLASSES
 
 
-def write_isic(root: Path, part: str = "Training", labels=(0, 1, 1, 2, 6), csv_inside_folder: bool = True) -> list[str]:
+def write_isic(
+    root: Path, part: str = "Training", labels=(0, 1, 1, 2, 6), csv_inside_folder: bool = True
+) -> list[str]:
     """Write a tiny ISIC 2018 Task 3 part in the official layout and return its image ids."""
     image_dir = root / f"ISIC2018_Task3_{part}_Input"
     image_dir.mkdir(parents=True)

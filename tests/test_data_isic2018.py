@@ -56,7 +56,9 @@ def test_similarity_matrix_is_a_graded_kernel():
 
 def _image_features(images: torch.Tensor) -> np.ndarray:
     pooled = torch.nn.functional.adaptive_avg_pool2d(images, 6).flatten(1)
-    quantiles = torch.quantile(images.flatten(2), torch.tensor([0.05, 0.5, 0.95]), dim=2).permute(1, 0, 2).flatten(1)
+    quantiles = (
+        torch.quantile(images.flatten(2), torch.tensor([0.05, 0.5, 0.95]), dim=2).permute(1, 0, 2).flatten(1)
+    )
     return torch.cat([pooled, quantiles], 1).numpy()
 
 
@@ -70,7 +72,9 @@ def test_confusions_between_classes_follow_the_true_similarity():
     train = skin_lesions.SyntheticSkinLesions(skin_lesions.SkinLesionSpec(n=700, seed=1, **spec))
     test = skin_lesions.SyntheticSkinLesions(skin_lesions.SkinLesionSpec(n=700, seed=2, **spec))
     scaler = StandardScaler().fit(_image_features(train.images))
-    model = LogisticRegression(C=0.1, max_iter=2000).fit(scaler.transform(_image_features(train.images)), train.targets.numpy())
+    model = LogisticRegression(C=0.1, max_iter=2000).fit(
+        scaler.transform(_image_features(train.images)), train.targets.numpy()
+    )
     probs = model.predict_proba(scaler.transform(_image_features(test.images)))
     y = test.targets.numpy()
     mean_probs = np.stack([probs[y == k].mean(0) for k in range(7)])
@@ -105,13 +109,18 @@ def test_reader_reads_the_official_layout(tmp_path, write_isic):
 
 
 def test_missing_data_dir(tmp_path, write_isic):
-    with pytest.raises(FileNotFoundError, match=rf"data_dir {tmp_path / 'nope'} does not exist.*data/README.md"):
+    with pytest.raises(
+        FileNotFoundError, match=rf"data_dir {tmp_path / 'nope'} does not exist.*data/README.md"
+    ):
         ISIC2018Task3(tmp_path / "nope")
 
 
 def test_wrong_layout_names_what_was_expected(tmp_path, write_isic):
     (tmp_path / "images").mkdir()
-    with pytest.raises(FileNotFoundError, match=r"not in the ISIC 2018 Task 3 layout.*ISIC2018_Task3_Training_Input/.*found: \['images'\]"):
+    with pytest.raises(
+        FileNotFoundError,
+        match=r"not in the ISIC 2018 Task 3 layout.*ISIC2018_Task3_Training_Input/.*found: \['images'\]",
+    ):
         ISIC2018Task3(tmp_path)
 
 
@@ -138,7 +147,9 @@ def test_csv_not_one_hot(tmp_path, write_isic):
     lines[2] = lines[2].replace("0.0", "1.0", 1)  # two ones in a row
     lines[3] = lines[3].replace("1.0", "0.5")
     _csv(tmp_path).write_text("\n".join(lines) + "\n")
-    with pytest.raises(ValueError, match=r"GroundTruth.csv: each row must be one-hot.*ISIC_0024307, ISIC_0024308"):
+    with pytest.raises(
+        ValueError, match=r"GroundTruth.csv: each row must be one-hot.*ISIC_0024307, ISIC_0024308"
+    ):
         ISIC2018Task3(tmp_path)
 
 
@@ -153,7 +164,9 @@ def test_csv_wrong_columns(tmp_path, write_isic):
 def test_csv_lists_an_image_that_is_missing(tmp_path, write_isic):
     ids = write_isic(tmp_path)
     (tmp_path / "ISIC2018_Task3_Training_Input" / f"{ids[1]}.jpg").unlink()
-    with pytest.raises(FileNotFoundError, match=rf"lists 1 image\(s\) that are not in .*Training_Input: {ids[1]}"):
+    with pytest.raises(
+        FileNotFoundError, match=rf"lists 1 image\(s\) that are not in .*Training_Input: {ids[1]}"
+    ):
         ISIC2018Task3(tmp_path)
 
 

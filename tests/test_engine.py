@@ -43,8 +43,20 @@ def _fit(model, run_dir, epochs=5, **kwargs):
         return {"accuracy": (m(x).argmax(1) == y).float().mean().item()}
 
     return engine.fit(
-        model, train, loss_fn=_loss, optimizer=optimizer, epochs=epochs, batch_size=16, run_dir=run_dir,
-        device=DEVICE, seed=7, evaluate=evaluate, scheduler=scheduler, progress=False, fingerprint="f1", **kwargs,
+        model,
+        train,
+        loss_fn=_loss,
+        optimizer=optimizer,
+        epochs=epochs,
+        batch_size=16,
+        run_dir=run_dir,
+        device=DEVICE,
+        seed=7,
+        evaluate=evaluate,
+        scheduler=scheduler,
+        progress=False,
+        fingerprint="f1",
+        **kwargs,
     )
 
 
@@ -53,7 +65,10 @@ def _same_weights(a: nn.Module, b: nn.Module) -> bool:
 
 
 def _without_timing(history):
-    return [{k: v for k, v in r.items() if k not in ("epoch_s", "samples_per_s", "peak_memory_mb")} for r in history]
+    return [
+        {k: v for k, v in r.items() if k not in ("epoch_s", "samples_per_s", "peak_memory_mb")}
+        for r in history
+    ]
 
 
 class Interrupt(Exception):
@@ -106,8 +121,18 @@ def test_resume_after_interruption_inside_an_epoch(tmp_path):
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=2, gamma=0.5)
     with pytest.raises(KeyboardInterrupt):
         engine.fit(
-            interrupted, train, loss_fn=failing_loss, optimizer=optimizer, epochs=5, batch_size=16,
-            run_dir=tmp_path / "b", device=DEVICE, seed=7, scheduler=scheduler, progress=False, fingerprint="f1",
+            interrupted,
+            train,
+            loss_fn=failing_loss,
+            optimizer=optimizer,
+            epochs=5,
+            batch_size=16,
+            run_dir=tmp_path / "b",
+            device=DEVICE,
+            seed=7,
+            scheduler=scheduler,
+            progress=False,
+            fingerprint="f1",
             evaluate=lambda m: {"accuracy": 0.0},
         )
     resumed_model = _model()
@@ -130,8 +155,16 @@ def test_checkpoint_from_other_code_is_not_resumed(tmp_path):
     model = _model()
     with pytest.warns(UserWarning, match="other code or settings"):
         result = engine.fit(
-            model, _problem()[0], loss_fn=_loss, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
-            epochs=2, batch_size=16, run_dir=tmp_path / "run", device=DEVICE, progress=False, fingerprint="f2",
+            model,
+            _problem()[0],
+            loss_fn=_loss,
+            optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+            epochs=2,
+            batch_size=16,
+            run_dir=tmp_path / "run",
+            device=DEVICE,
+            progress=False,
+            fingerprint="f2",
         )
     assert result.resumed_from_epoch == 0 and result.epochs_trained_now == 2
 
@@ -149,9 +182,18 @@ def test_monitor_restores_best_epoch(tmp_path):
         snapshots[epoch] = {k: v.clone() for k, v in model.state_dict().items()}
 
     result = engine.fit(
-        model, train, loss_fn=_loss, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), epochs=3,
-        batch_size=16, run_dir=tmp_path / "run", device=DEVICE, evaluate=evaluate, monitor="score",
-        progress=False, on_epoch_end=[remember],
+        model,
+        train,
+        loss_fn=_loss,
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+        epochs=3,
+        batch_size=16,
+        run_dir=tmp_path / "run",
+        device=DEVICE,
+        evaluate=evaluate,
+        monitor="score",
+        progress=False,
+        on_epoch_end=[remember],
     )
     assert result.best_epoch == 2 and result.best_value == 0.9
     assert all(torch.equal(v, snapshots[2][k]) for k, v in model.state_dict().items())
@@ -165,8 +207,15 @@ def test_nan_loss_raises_with_the_run_folder(tmp_path):
 
     with pytest.raises(FloatingPointError, match="epoch 1"):
         engine.fit(
-            model, _problem()[0], loss_fn=nan_loss, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
-            epochs=1, batch_size=16, run_dir=tmp_path / "run", device=DEVICE, progress=False,
+            model,
+            _problem()[0],
+            loss_fn=nan_loss,
+            optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+            epochs=1,
+            batch_size=16,
+            run_dir=tmp_path / "run",
+            device=DEVICE,
+            progress=False,
         )
 
 
@@ -174,9 +223,27 @@ def test_bad_arguments_are_named(tmp_path):
     model = _model()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     with pytest.raises(ValueError, match="epochs must be >= 1"):
-        engine.fit(model, _problem()[0], loss_fn=_loss, optimizer=optimizer, epochs=0, batch_size=8, run_dir=tmp_path, device=DEVICE)
+        engine.fit(
+            model,
+            _problem()[0],
+            loss_fn=_loss,
+            optimizer=optimizer,
+            epochs=0,
+            batch_size=8,
+            run_dir=tmp_path,
+            device=DEVICE,
+        )
     with pytest.raises(ValueError, match="fewer than one batch"):
-        engine.fit(model, _problem()[0], loss_fn=_loss, optimizer=optimizer, epochs=1, batch_size=500, run_dir=tmp_path, device=DEVICE)
+        engine.fit(
+            model,
+            _problem()[0],
+            loss_fn=_loss,
+            optimizer=optimizer,
+            epochs=1,
+            batch_size=500,
+            run_dir=tmp_path,
+            device=DEVICE,
+        )
 
 
 def test_batch_order_depends_only_on_seed_and_epoch():

@@ -53,10 +53,16 @@ def test_reliability_curve_and_pooling():
     conf, acc, count = metrics.reliability_curve(y, p, n_bins=10)
     assert count.tolist() == [0, 0, 0, 0, 0, 2, 0, 0, 0, 2]
     assert conf[9] == pytest.approx(0.95) and acc[9] == pytest.approx(0.5) and acc[5] == pytest.approx(1.0)
-    pooled = metrics.pool_reliability([
-        {"confidence": conf, "accuracy": acc, "count": count},
-        {"confidence": np.where(count > 0, 0.5, np.nan), "accuracy": np.where(count > 0, 0.0, np.nan), "count": count * 3},
-    ])
+    pooled = metrics.pool_reliability(
+        [
+            {"confidence": conf, "accuracy": acc, "count": count},
+            {
+                "confidence": np.where(count > 0, 0.5, np.nan),
+                "accuracy": np.where(count > 0, 0.0, np.nan),
+                "count": count * 3,
+            },
+        ]
+    )
     assert pooled["accuracy"][9] == pytest.approx((0.5 * 2 + 0 * 6) / 8) and np.isnan(pooled["accuracy"][0])
 
 
@@ -81,7 +87,9 @@ def test_random_dihedral_applies_one_of_eight_symmetries_per_image():
     out = random_dihedral(images)
     assert out.shape == images.shape
     for original, transformed in zip(images, out):
-        candidates = [torch.rot90(t, k, dims=(-2, -1)) for t in (original, original.flip(-1)) for k in range(4)]
+        candidates = [
+            torch.rot90(t, k, dims=(-2, -1)) for t in (original, original.flip(-1)) for k in range(4)
+        ]
         assert any(torch.equal(transformed, c) for c in candidates)
     with pytest.raises(ValueError, match="square images"):
         random_dihedral(torch.zeros(1, 1, 3, 4))

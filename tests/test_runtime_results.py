@@ -23,7 +23,9 @@ def test_profile_comes_from_parameter_then_environment_then_demo(monkeypatch):
 
 
 def test_unknown_profile_is_named(monkeypatch):
-    with pytest.raises(ValueError, match=r"unknown profile 'fast' \(from the profile parameter\).*smoke, demo, paper"):
+    with pytest.raises(
+        ValueError, match=r"unknown profile 'fast' \(from the profile parameter\).*smoke, demo, paper"
+    ):
         runtime.resolve_profile("fast")
     monkeypatch.setenv("MEDLAB_PROFILE", "huge")
     with pytest.raises(ValueError, match=r"'huge' \(from \$MEDLAB_PROFILE\)"):
@@ -54,11 +56,16 @@ class _Settings:
     pretrained: bool
 
 
-_PROFILES = {p: _Settings(epochs=i + 1, lr=0.1, seeds=(0,), backbones=("a",), pretrained=False) for i, p in enumerate(runtime.PROFILES)}
+_PROFILES = {
+    p: _Settings(epochs=i + 1, lr=0.1, seeds=(0,), backbones=("a",), pretrained=False)
+    for i, p in enumerate(runtime.PROFILES)
+}
 
 
 def test_settings_overrides_are_typed():
-    s = runtime.settings_for(_PROFILES, "demo", epochs="7", lr=None, seeds="0, 1,2", backbones="x,y", pretrained="true")
+    s = runtime.settings_for(
+        _PROFILES, "demo", epochs="7", lr=None, seeds="0, 1,2", backbones="x,y", pretrained="true"
+    )
     assert s == _Settings(epochs=7, lr=0.1, seeds=[0, 1, 2], backbones=("x", "y"), pretrained=True)
     assert runtime.settings_for(_PROFILES, "smoke").epochs == 1
 
@@ -78,10 +85,18 @@ def test_environment_record_has_provenance():
 
 def _record(tmp_path, seed, value, variant="ccl", experiment="main", params=None):
     return results.write_record(
-        chapter="demo_chapter", profile="smoke", experiment=experiment, variant=variant, seed=seed,
-        metrics={"accuracy": value, "ece": np.float32(0.1)}, params=params or {"lr": 0.1, "backbone": "r18"},
-        dataset={"kind": "synthetic"}, environment={"git": {"commit": "abc"}, "device": {"name": "cpu"}},
-        timing={"wall_s": 1.5}, history=[{"epoch": 1, "train/loss": 1.0}], artifacts={"matrix": np.eye(2)},
+        chapter="demo_chapter",
+        profile="smoke",
+        experiment=experiment,
+        variant=variant,
+        seed=seed,
+        metrics={"accuracy": value, "ece": np.float32(0.1)},
+        params=params or {"lr": 0.1, "backbone": "r18"},
+        dataset={"kind": "synthetic"},
+        environment={"git": {"commit": "abc"}, "device": {"name": "cpu"}},
+        timing={"wall_s": 1.5},
+        history=[{"epoch": 1, "train/loss": 1.0}],
+        artifacts={"matrix": np.eye(2)},
         root=tmp_path,
     )
 
@@ -91,12 +106,19 @@ def test_record_roundtrip_and_table(tmp_path):
         _record(tmp_path, seed, value)
     _record(tmp_path, 0, 0.5, variant="hard")
     frame = results.load(chapter="demo_chapter", root=tmp_path)
-    assert len(frame) == 4 and {"metrics.accuracy", "params.lr", "timing.wall_s", "commit"} <= set(frame.columns)
+    assert len(frame) == 4 and {"metrics.accuracy", "params.lr", "timing.wall_s", "commit"} <= set(
+        frame.columns
+    )
     table = results.summarize(frame, ["accuracy"], by=("variant",))
     assert table.loc["ccl", "accuracy"] == "0.800 ± 0.100"
     assert table.loc["ccl", "n"] == 3 and table.loc["hard", "accuracy"] == "0.500"
-    assert results.summarize(frame, ["accuracy"], by=("variant",), percent=["accuracy"]).loc["ccl", "accuracy"] == "80.0 ± 10.0"
-    record = json.loads(next((tmp_path / "smoke" / "demo_chapter").glob("main__ccl__seed0__*.json")).read_text())
+    assert (
+        results.summarize(frame, ["accuracy"], by=("variant",), percent=["accuracy"]).loc["ccl", "accuracy"]
+        == "80.0 ± 10.0"
+    )
+    record = json.loads(
+        next((tmp_path / "smoke" / "demo_chapter").glob("main__ccl__seed0__*.json")).read_text()
+    )
     assert record["artifacts"]["matrix"] == [[1.0, 0.0], [0.0, 1.0]] and record["history"][0]["epoch"] == 1
 
 
@@ -125,13 +147,29 @@ def test_parallel_writers_never_collide(tmp_path):
 def test_bad_record_inputs(tmp_path):
     with pytest.raises(TypeError, match="metrics must be numbers.*confusion"):
         results.write_record(
-            chapter="c", profile="smoke", experiment="e", variant="v", seed=0, metrics={"confusion": [[1]]},
-            params={}, dataset={}, environment={}, root=tmp_path,
+            chapter="c",
+            profile="smoke",
+            experiment="e",
+            variant="v",
+            seed=0,
+            metrics={"confusion": [[1]]},
+            params={},
+            dataset={},
+            environment={},
+            root=tmp_path,
         )
     with pytest.raises(ValueError, match="unknown profile 'quick'"):
         results.write_record(
-            chapter="c", profile="quick", experiment="e", variant="v", seed=0, metrics={}, params={}, dataset={},
-            environment={}, root=tmp_path,
+            chapter="c",
+            profile="quick",
+            experiment="e",
+            variant="v",
+            seed=0,
+            metrics={},
+            params={},
+            dataset={},
+            environment={},
+            root=tmp_path,
         )
     broken = tmp_path / "smoke" / "c" / "x.json"
     broken.parent.mkdir(parents=True)
@@ -155,7 +193,17 @@ def test_markdown_table():
 
 def test_bench_records(tmp_path):
     env = {"device": {"type": "cpu", "name": "x86_64", "threads": 2}, "git": {"commit": "0123456789abc"}}
-    results.write_bench("ccl", "smoke", {"wall_s": 12.0, "budget_s": 60, "within_budget": True, "environment": env}, root=tmp_path)
-    results.write_bench("ccl", "smoke", {"wall_s": 11.0, "budget_s": 60, "within_budget": True, "environment": env}, root=tmp_path)
+    results.write_bench(
+        "ccl",
+        "smoke",
+        {"wall_s": 12.0, "budget_s": 60, "within_budget": True, "environment": env},
+        root=tmp_path,
+    )
+    results.write_bench(
+        "ccl",
+        "smoke",
+        {"wall_s": 11.0, "budget_s": 60, "within_budget": True, "environment": env},
+        root=tmp_path,
+    )
     frame = results.load_bench(root=tmp_path)
     assert len(frame) == 1 and frame.loc[0, "wall_s"] == 11.0 and frame.loc[0, "commit"] == "0123456789"

@@ -46,7 +46,9 @@ def load(name: str, split: str, data_dir: str | Path | None = None, **options: A
 _SPLIT_OFFSET = {"train": 0, "val": 1, "test": 2}
 
 
-@register("isic2018", "ISIC 2018 Task 3 skin-lesion diagnosis (7 classes); synthetic look-alike without data_dir")
+@register(
+    "isic2018", "ISIC 2018 Task 3 skin-lesion diagnosis (7 classes); synthetic look-alike without data_dir"
+)
 def _isic2018(
     split: str,
     data_dir: Path | None,
@@ -66,5 +68,7 @@ def _isic2018(
 
     if n is None:
         raise ValueError("the synthetic ISIC 2018 look-alike needs n, the number of images of the split")
-    spec = SkinLesionSpec(n=n, image_size=image_size, attribute_noise=attribute_noise, seed=seed * 10 + _SPLIT_OFFSET[split])
+    spec = SkinLesionSpec(
+        n=n, image_size=image_size, attribute_noise=attribute_noise, seed=seed * 10 + _SPLIT_OFFSET[split]
+    )
     return SyntheticSkinLesions(spec, transform=transform)

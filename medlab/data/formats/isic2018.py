@@ -54,11 +54,11 @@ def read_ground_truth(csv_path: Path) -> pd.DataFrame:
         raise ValueError(f"{csv_path} is not a readable CSV ({error})") from None
     expected = ["image", *CLASSES]
     if sorted(table.columns) != sorted(expected):
-        raise ValueError(
-            f"{csv_path} has columns {list(table.columns)}; expected {','.join(expected)}"
-        )
+        raise ValueError(f"{csv_path} has columns {list(table.columns)}; expected {','.join(expected)}")
     if table["image"].isna().any():
-        raise ValueError(f"{csv_path} has rows without an image id (rows {list(np.where(table['image'].isna())[0] + 2)})")
+        raise ValueError(
+            f"{csv_path} has rows without an image id (rows {list(np.where(table['image'].isna())[0] + 2)})"
+        )
     duplicated = table["image"][table["image"].duplicated()].tolist()
     if duplicated:
         raise ValueError(f"{csv_path} lists these images more than once: {_examples(duplicated)}")
@@ -79,7 +79,12 @@ def read_ground_truth(csv_path: Path) -> pd.DataFrame:
 def default_transform(image_size: int) -> Callable:
     """Resize the shorter side, centre-crop to a square, and scale to a float tensor in [0, 1]."""
     return v2.Compose(
-        [v2.ToImage(), v2.Resize(image_size, antialias=True), v2.CenterCrop(image_size), v2.ToDtype(torch.float32, scale=True)]
+        [
+            v2.ToImage(),
+            v2.Resize(image_size, antialias=True),
+            v2.CenterCrop(image_size),
+            v2.ToDtype(torch.float32, scale=True),
+        ]
     )
 
 
@@ -88,14 +93,18 @@ class ISIC2018Task3(Dataset):
 
     classes = CLASSES
 
-    def __init__(self, root: str | Path, split: str = "train", image_size: int = 224, transform: Callable | None = None):
+    def __init__(
+        self, root: str | Path, split: str = "train", image_size: int = 224, transform: Callable | None = None
+    ):
         root = Path(root).expanduser()
         if split not in PARTS:
             raise ValueError(f"unknown split {split!r}; expected one of {', '.join(PARTS)}")
         if not root.exists():
             raise FileNotFoundError(f"data_dir {root} does not exist; {DOCS}")
         if not root.is_dir():
-            raise NotADirectoryError(f"data_dir {root} is a file, expected the folder holding the ISIC 2018 Task 3 parts")
+            raise NotADirectoryError(
+                f"data_dir {root} is a file, expected the folder holding the ISIC 2018 Task 3 parts"
+            )
         part = PARTS[split]
         image_dir = root / f"ISIC2018_Task3_{part}_Input"
         if not image_dir.is_dir():

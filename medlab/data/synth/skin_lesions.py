@@ -99,7 +99,9 @@ def _smooth_field(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray, blob
     return field / max(field.max(), 1e-6)
 
 
-def _curve_distance(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray, spread: float, segments: int = 12):
+def _curve_distance(
+    rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray, spread: float, segments: int = 12
+):
     """Distance from each pixel to a random quadratic Bezier curve (as a polyline of ``segments``)."""
     p0, p1, p2 = rng.uniform(-spread, spread, size=(3, 2))
     t = np.linspace(0, 1, segments + 1)[:, None]
@@ -151,7 +153,12 @@ def render_lesion(attributes: np.ndarray, size: int, rng: np.random.Generator) -
     strength = 0.35 + 0.6 * max(pigment, redness)
     field = _smooth_field(rng, yy, xx, blobs=4)
     darken = 1 - 0.55 * variegation * field
-    veil = variegation * np.clip(field - 0.6, 0, 1)[..., None] * np.array([0.05, 0.12, 0.25])[None, None, :] * 2.5
+    veil = (
+        variegation
+        * np.clip(field - 0.6, 0, 1)[..., None]
+        * np.array([0.05, 0.12, 0.25])[None, None, :]
+        * 2.5
+    )
     lesion = colour[None, None, :] * darken[..., None] + veil
     image = image * (1 - strength * mask[..., None]) + lesion * (strength * mask[..., None])
 
@@ -209,7 +216,11 @@ class SyntheticSkinLesions(Dataset):
             counts[: spec.n - counts.sum()] += 1
         labels = np.repeat(np.arange(k), counts)
         labels = labels[rng.permutation(labels.size)]
-        attributes = np.clip(PROTOTYPES[labels] + rng.normal(0, spec.attribute_noise, size=(labels.size, len(ATTRIBUTES))), 0, 1)
+        attributes = np.clip(
+            PROTOTYPES[labels] + rng.normal(0, spec.attribute_noise, size=(labels.size, len(ATTRIBUTES))),
+            0,
+            1,
+        )
         images = np.empty((labels.size, 3, spec.image_size, spec.image_size), dtype=np.float32)
         for i, a in enumerate(attributes):
             images[i] = render_lesion(a, spec.image_size, rng).transpose(2, 0, 1)
