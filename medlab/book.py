@@ -94,7 +94,7 @@ def benchmarks_page(root: Path | None = None) -> str:
 
     for source in notebooks.chapters(root):
         slug = notebooks.slug_of(source)
-        title = source.stem
+        title = notebooks.title_of(source)
         try:
             module = importlib.import_module(f"medlab.papers.{slug}")
         except ImportError:
@@ -102,13 +102,17 @@ def benchmarks_page(root: Path | None = None) -> str:
         spec = getattr(module, "BENCHMARK_TABLE", None)
         if spec is None:
             continue
-        lines += [f"## Chapter {title}", ""]
+        lines += [f"## {title}", ""]
         for profile in ("demo", "paper"):
             frame = results.load(chapter=slug, profile=profile, root=results_dir)
             if frame.empty:
                 lines += [f"**{profile} profile**: no records yet.", ""]
                 continue
             frame = frame[frame["experiment"].isin(spec["experiments"])]
+            # stable sorts from the innermost key out: the first key of "order" ends up outermost
+            for column, order in reversed(list(spec.get("order", {}).items())):
+                key = None if order is None else (lambda v, order=order: v.map(order.index))
+                frame = frame.sort_values(column, key=key, kind="stable")
             for column, labels in spec.get("labels", {}).items():
                 frame[column] = frame[column].map(lambda v, labels=labels: labels.get(v, v))
             table = results.summarize(

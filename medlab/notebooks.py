@@ -73,6 +73,18 @@ def slug_of(source: Path) -> str:
     return source.stem.partition("_")[2]
 
 
+def title_of(source: Path) -> str:
+    """The chapter's title: the first level-1 heading of its first markdown cell."""
+    import jupytext
+
+    for cell in jupytext.read(source).cells:
+        if cell.cell_type == "markdown":
+            for line in cell.source.splitlines():
+                if line.startswith("# "):
+                    return line[2:].strip()
+    return source.stem
+
+
 TOOLING = {
     "cli.py",
     "book.py",

@@ -36,6 +36,9 @@
 # deviation ledger at the end. Treat this chapter as *inspired by* CCL-Net, not as its reproduction.
 # ```
 #
+# **Results.** The section *What the runs show* sums up, from the runs' records, whether CCL-Net beat
+# its baselines on the synthetic demo data.
+#
 # **Resource card.** Measured by `medlab bench` on this book's machines (the table is generated from
 # the benchmark records in `results/bench/ccl/`):
 
@@ -372,14 +375,14 @@ display(Markdown(ccl.findings(frame)))
 # %% [markdown]
 # **How to read the ablation.** Each row isolates one part of the method:
 #
-# - *hard labels* vs *CCL block, hard labels*: the effect of the metric-learning losses on the shared
+# - *hard labels* vs *CCL block + hard labels*: the effect of the metric-learning losses on the shared
 #   backbone alone (the classifier's target is the same).
-# - *CCL block, hard labels* vs *CCL-Net*: the effect of training the classifier on the learned soft labels.
-# - *CCL-Net without L_cc* vs *CCL-Net*: the effect of the correlation loss, on accuracy and on how well $R$
+# - *CCL block + hard labels* vs *CCL-Net*: the effect of training the classifier on the learned soft labels.
+# - *CCL-Net w/o L_cc* vs *CCL-Net*: the effect of the correlation loss, on accuracy and on how well $R$
 #   matches the truth.
-# - *label smoothing* vs *smoothing shaped by the true similarity*: whether putting the smoothing mass on
-#   truly similar classes helps at all on this data. If even the truth does not beat uniform smoothing,
-#   learning the correlations cannot be expected to.
+# - *label smoothing* vs *true-similarity smoothing*: whether putting the smoothing mass on truly similar
+#   classes helps at all on this data. If even the truth does not beat uniform smoothing, learning the
+#   correlations cannot be expected to.
 #
 # **Try it.** `medlab run ccl -p lambda_cc 4`, `-p soft_temperature 0.5` (softer labels), `-p epochs 20`
 # (the demo's curves are still rising at its last epoch), or `--profile paper -p data_dir ...` on ISIC 2018.
@@ -407,7 +410,7 @@ display(Markdown(ccl.findings(frame)))
 # | Backbones | "several widely used modern network structures" (not named in the abstract) | demo: ShuffleNetV2 and MobileNetV3-small from scratch; paper profile: ResNet-18, ResNet-50, DenseNet-121 from ImageNet | the demo must train 27 runs in 15 minutes on 2 CPU cores |
 # | Batch norm | not applicable | momentum 0.1 when training from scratch (torchvision's MobileNetV3 uses 0.01) | with 0.01 the running statistics lag on short schedules and evaluation collapses to one class |
 # | Sampling | not known | class-balanced sampling for every method | balanced accuracy is the target metric; without it the rare classes are barely learned in a short run |
-# | Optimiser | not known | AdamW, one-cycle schedule; demo lr 3e-3, paper profile lr 1e-4, 50 epochs, 224 px | common defaults for from-scratch and fine-tuning runs |
+# | Optimiser | not known | AdamW, one-cycle schedule; demo lr 3e-3; paper profile lr 1e-4, 30 epochs, 224 px, batch 32 | common defaults for from-scratch and fine-tuning runs; ImageNet-initialised networks converge on ISIC 2018 within a few tens of epochs |
 # | Augmentation | not known | random flips and 90° rotations on the device | dermoscopy has no canonical orientation |
 # | Split | not known (the 2018 validation and test labels were not public in 2020) | official Training / Validation / Test parts | the parts are public now; note that several images can show the same lesion |
 # | Model selection | not known | epoch with the best validation balanced accuracy | the challenge's ranking metric |
