@@ -16,7 +16,6 @@ import os
 import platform
 import random
 import subprocess
-import sys
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -236,6 +235,3 @@ def environment_record(device: torch.device | None = None) -> dict[str, Any]:
         "code_fingerprint": code_fingerprint(),
     }
 
-
-def in_colab() -> bool:
-    return "google.colab" in sys.modules
