@@ -163,7 +163,7 @@ def project_root(start: Path | None = None) -> Path:
 
 
 def git_commit(root: Path | None = None) -> dict[str, Any] | None:
-    """The checkout's commit and whether it has uncommitted changes; ``None`` outside git."""
+    """The checkout's commit and whether its code has uncommitted changes; ``None`` outside git."""
     root = root or project_root()
     try:
         sha = subprocess.run(
@@ -171,8 +171,9 @@ def git_commit(root: Path | None = None) -> dict[str, Any] | None:
         )
         if sha.returncode != 0:
             return None
+        # outputs (results records, executed notebooks) do not make the code dirty
         status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results", ":(exclude)*.ipynb"],
             cwd=root,
             capture_output=True,
             text=True,

@@ -225,7 +225,7 @@ pd.DataFrame(q0.numpy(), index=classes, columns=classes).round(3)
 #
 # The grid: every backbone with hard labels, label smoothing and CCL-Net, over the profile's seeds, then
 # the ablation rows on one backbone. Images are sampled class-balanced (every class equally often per
-# epoch, as most ISIC 2018 entries did) and augmented on the device with random flips and 90° rotations;
+# epoch, a common remedy for class imbalance) and augmented on the device with random flips and 90° rotations;
 # the epoch with the best validation balanced accuracy is kept. On a CPU the runs go to parallel worker
 # processes. Each run writes its results record under `results/<profile>/ccl/` as it finishes, and
 # checkpoints every epoch under `runs/`: rerunning the cell after an interruption resumes where it

@@ -207,3 +207,26 @@ def test_bench_records(tmp_path):
     )
     frame = results.load_bench(root=tmp_path)
     assert len(frame) == 1 and frame.loc[0, "wall_s"] == 11.0 and frame.loc[0, "commit"] == "0123456789"
+
+
+def test_git_provenance_ignores_outputs(tmp_path):
+    import subprocess
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    (tmp_path / "medlab").mkdir()
+    (tmp_path / "results").mkdir()
+    (tmp_path / "medlab" / "code.py").write_text("x = 1\n")
+    (tmp_path / "results" / "r.json").write_text("{}\n")
+    (tmp_path / "chapter.ipynb").write_text("{}\n")
+    git("init", "-q")
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    assert runtime.git_commit(tmp_path)["dirty"] is False
+    (tmp_path / "results" / "r.json").write_text('{"a": 1}\n')
+    (tmp_path / "chapter.ipynb").write_text('{"cells": []}\n')
+    assert runtime.git_commit(tmp_path)["dirty"] is False  # outputs do not count
+    (tmp_path / "medlab" / "code.py").write_text("x = 2\n")
+    assert runtime.git_commit(tmp_path)["dirty"] is True
+    assert runtime.git_commit(tmp_path / "medlab") is not None
