@@ -375,7 +375,7 @@ def resource_card(chapter: str, root: str | Path | None = None) -> pd.DataFrame:
                     "peak memory": f"{row['peak_memory_mb'] / 1024:.1f} GiB"
                     if pd.notna(row.get("peak_memory_mb"))
                     else "",
-                    "runs": int(row["runs"]) if pd.notna(row.get("runs")) else "",
+                    "runs": str(int(row["runs"])) if pd.notna(row.get("runs")) else "",
                     "measured": str(row["created"])[:10],
                 }
             )

@@ -209,6 +209,18 @@ def test_bench_records(tmp_path):
     assert len(frame) == 1 and frame.loc[0, "wall_s"] == 11.0 and frame.loc[0, "commit"] == "0123456789"
 
 
+def test_resource_card_lists_every_profile(tmp_path):
+    env = {"device": {"type": "cpu", "name": "x86_64", "threads": 2}, "git": {"commit": "0123456789abc"}}
+    record = {"wall_s": 587.0, "budget_s": 900, "train_samples_per_s": 318.4, "peak_memory_mb": 993.0}
+    results.write_bench("ccl", "demo", {**record, "runs": 27, "environment": env}, root=tmp_path)
+    card = results.resource_card("ccl", root=tmp_path).set_index("profile")
+    assert list(card.index) == ["smoke", "demo", "paper"]
+    assert card.loc["smoke", "device"] == "not measured yet"
+    demo = card.loc["demo"]
+    assert demo["wall time"] == "9.8 min" and demo["training samples/s"] == "318"
+    assert demo["peak memory"] == "1.0 GiB" and demo["runs"] == "27"  # a count, never "27.0"
+
+
 def test_git_provenance_ignores_outputs(tmp_path):
     import subprocess
 
