@@ -103,16 +103,19 @@ def run_once(
 # Running a grid of configurations, in parallel worker processes on a CPU
 
 
-def auto_workers(device: torch.device, jobs: int, max_workers: int = 4) -> tuple[int, int]:
+def auto_workers(device: torch.device, jobs: int, max_workers: int = 4, workers: int = 0) -> tuple[int, int]:
     """(processes, threads per process) for a grid of ``jobs`` runs on ``device``.
 
     One process on an accelerator. On a CPU, small networks train faster as several single-thread
     processes than as one multi-thread process (measured: 1.6x with 2 cores), so use up to
-    ``max_workers`` processes and share the cores among them.
+    ``max_workers`` processes and share the cores among them. ``workers > 0`` fixes the number of
+    processes (a chapter's ``workers`` setting); the cores are still shared among them.
     """
+    cores = os.cpu_count() or 1
+    if workers > 0:
+        return workers, max(1, cores // workers)
     if device.type != "cpu" or jobs <= 1:
         return 1, torch.get_num_threads()
-    cores = os.cpu_count() or 1
     workers = max(1, min(cores, jobs, max_workers))
     return workers, max(1, cores // workers)
 

@@ -173,20 +173,21 @@ def split_parameters(source: Path, parameters: Mapping[str, Any]) -> dict[str, A
 
 @contextmanager
 def _environment(**values: str | None) -> Iterator[None]:
+    """Set (or, for ``None``, unset) environment variables for the duration of the block."""
     saved = {k: os.environ.get(k) for k in values}
     try:
-        for key, value in values.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        _set_environment(values)
         yield
     finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+        _set_environment(saved)
+
+
+def _set_environment(values: Mapping[str, str | None]) -> None:
+    for key, value in values.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 def _strip_bookkeeping(notebook) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from pathlib import Path
@@ -66,6 +67,8 @@ def test_auto_workers():
     workers, threads = experiment.auto_workers(torch.device("cpu"), 10)
     assert 1 <= workers <= 4 and threads >= 1
     assert experiment.auto_workers(torch.device("cpu"), 1)[0] == 1
+    workers, threads = experiment.auto_workers(torch.device("cpu"), 10, workers=1)  # fixed by a setting
+    assert workers == 1 and threads == (os.cpu_count() or 1)
 
 
 def square_job(job: int, *, offset: int) -> dict:

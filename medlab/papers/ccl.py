@@ -21,7 +21,6 @@ ledger. The pieces, with the equation numbers used in chapter 1:
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -297,13 +296,18 @@ def oracle_soft_labels(similarity: np.ndarray, epsilon: float) -> torch.Tensor:
 
 
 def make_loss(method: str, config: Settings, oracle: torch.Tensor | None = None) -> Callable:
-    """The training loss of ``method`` as ``loss_fn(model, (images, labels)) -> dict`` for the engine."""
+    """The training loss of ``method`` as ``loss_fn(model, (images, labels)) -> dict`` for the engine.
+
+    ``oracle`` (method ``oracle_soft`` only) holds the soft label of each class, on the training device.
+    """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
     if method == "oracle_soft" and oracle is None:
-        raise ValueError("oracle_soft needs the true class similarity, which only the synthetic data has")
+        raise ValueError(
+            "oracle_soft needs the true class similarity, which only the synthetic data has; "
+            "drop it from ablation_methods"
+        )
     uses_ccl = method.startswith("ccl")
-    oracle_on: dict[torch.device, torch.Tensor] = {}  # the oracle soft labels, copied to the device once
 
     def loss_fn(model: Classifier, batch) -> dict[str, torch.Tensor]:
         images, labels = batch
@@ -315,9 +319,7 @@ def make_loss(method: str, config: Settings, oracle: torch.Tensor | None = None)
         elif method == "label_smoothing":
             parts["cls"] = F.cross_entropy(logits, labels, label_smoothing=config.label_smoothing)
         elif method == "oracle_soft":
-            if logits.device not in oracle_on:
-                oracle_on[logits.device] = oracle.to(logits.device)
-            parts["cls"] = soft_cross_entropy(logits, oracle_on[logits.device][labels])
+            parts["cls"] = soft_cross_entropy(logits, oracle[labels])
         if uses_ccl:
             z = out["embedding"].float()
             e = model.ccl.class_vectors()
@@ -396,10 +398,8 @@ def train_and_evaluate(
         embedding_dim=config.embedding_dim,
     )
     oracle = None
-    if method == "oracle_soft":
-        if chapter_data.similarity is None:
-            raise ValueError("oracle_soft needs the true class similarity, which only the synthetic data has")
-        oracle = oracle_soft_labels(chapter_data.similarity, config.label_smoothing)
+    if method == "oracle_soft" and chapter_data.similarity is not None:
+        oracle = oracle_soft_labels(chapter_data.similarity, config.label_smoothing).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps = config.epochs * (len(chapter_data.train) // config.batch_size)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
@@ -532,14 +532,9 @@ def run_job(
     job: Job, *, config: Settings, profile: str, device: str, data_dir: str | None = None
 ) -> dict[str, Any]:
     """Run one grid cell (in this process or in a worker process)."""
-    chapter_data = load_data(config, data_dir)
-    if job.method == "oracle_soft" and chapter_data.similarity is None:
-        raise ValueError(
-            "oracle_soft needs the true class similarity, which only the synthetic data has; drop it from ablation_methods"
-        )
     return run(
         config,
-        chapter_data,
+        load_data(config, data_dir),
         profile=profile,
         experiment=job.experiment,
         backbone_name=job.backbone,
@@ -563,10 +558,7 @@ def run_grid(
     from medlab.experiment import run_grid as run_all
 
     jobs = grid(config) if jobs is None else jobs
-    workers, threads = auto_workers(device, len(jobs))
-    if config.workers:
-        workers = config.workers
-        threads = max(1, (os.cpu_count() or 1) // workers)
+    workers, threads = auto_workers(device, len(jobs), workers=config.workers)
     print(f"{len(jobs)} runs on {device} with {workers} process(es) x {threads} thread(s)")
 
     def describe(job: Job, record: dict[str, Any]) -> str:
@@ -691,12 +683,13 @@ def findings(frame, metric: str = "balanced_accuracy") -> str:
             )
     if versus_hard:
         above, below, n = sum(v > 0 for v in versus_hard), sum(v < 0 for v in versus_hard), len(versus_hard)
+        name = metric.replace("_", " ")
         if above == n:
-            verdict = "CCL-Net's mean balanced accuracy is above hard-label training on every backbone."
+            verdict = f"CCL-Net's mean {name} is above hard-label training on every backbone."
         elif below == n:
-            verdict = "CCL-Net does not beat hard-label training on this data: its mean balanced accuracy is lower on every backbone."
+            verdict = f"CCL-Net does not beat hard-label training on this data: its mean {name} is lower on every backbone."
         else:
-            verdict = f"No consistent effect: CCL-Net's mean balanced accuracy is above hard-label training on {above} of {n} backbones and below on {below}."
+            verdict = f"No consistent effect: CCL-Net's mean {name} is above hard-label training on {above} of {n} backbones and below on {below}."
         lines.insert(0, f"**Overall.** {verdict}\n")
     return "\n".join(lines) if lines else "No CCL-Net runs to compare."
 
