@@ -169,6 +169,7 @@ def fit(
     progress: bool | None = None,
     desc: str = "train",
     on_epoch_end: Iterable[Callable[[int, dict[str, float]], None]] = (),
+    after_step: Callable[[torch.nn.Module], None] | None = None,
 ) -> FitResult:
     """Train ``model`` on ``train_data`` for ``epochs`` epochs, checkpointing into ``run_dir``.
 
@@ -181,6 +182,10 @@ def fit(
 
     ``fingerprint`` identifies the code and settings of the run: a checkpoint with another fingerprint
     is not resumed (training starts afresh, and says so).
+
+    ``after_step(model)`` runs after every optimiser step, without gradients: e.g. the momentum
+    update of a key encoder. Whatever it changes must live in the model's parameters or buffers, so
+    the checkpoint carries it.
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
@@ -278,6 +283,9 @@ def fit(
                     torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
                 scaler.step(optimizer)
                 scaler.update()
+                if after_step is not None:
+                    with torch.no_grad():
+                        after_step(model)
                 if scheduler is not None and scheduler_interval == "step":
                     scheduler.step()
                 for name, value in losses.items():

@@ -143,3 +143,28 @@ def cosine_similarity_matrix(vectors) -> np.ndarray:
     """Pairwise cosine similarity of the rows of ``vectors`` (e.g. a classifier's weight vectors)."""
     v = _as_numpy(vectors).astype(np.float64)
     return skm.pairwise.cosine_similarity(v)
+
+
+def multilabel_auroc(y_true, scores, names=None) -> dict[str, object]:
+    """Per-label AUROC (scikit-learn) and their mean, for multi-label ``(samples, labels)`` arrays.
+
+    A label without both positives and negatives has no AUROC: it is NaN in ``per_label``, left out
+    of ``mean`` and counted in ``undefined``.
+    """
+    y = _as_numpy(y_true).astype(int)
+    s = _as_numpy(scores).astype(np.float64)
+    if y.shape != s.shape or y.ndim != 2:
+        raise ValueError(f"labels {y.shape} and scores {s.shape} must both be (samples, labels)")
+    if names is not None and len(names) != y.shape[1]:
+        raise ValueError(f"{len(names)} label names for {y.shape[1]} labels")
+    per_label = np.full(y.shape[1], np.nan)
+    for j in range(y.shape[1]):
+        if 0 < y[:, j].sum() < len(y):
+            per_label[j] = skm.roc_auc_score(y[:, j], s[:, j])
+    defined = per_label[~np.isnan(per_label)]
+    return {
+        "mean": float(defined.mean()) if defined.size else float("nan"),
+        "per_label": per_label,
+        "undefined": int(np.isnan(per_label).sum()),
+        "names": list(names) if names is not None else None,
+    }

@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 from torch.utils.data import Dataset
 
-SPLITS = ("train", "val", "test")
+SPLITS = ("train", "val", "test", "unlabeled")  # "unlabeled": images for self-supervised pretraining
 _REGISTRY: dict[str, Callable[..., Dataset]] = {}
 _DESCRIPTIONS: dict[str, str] = {}
 
@@ -35,7 +35,11 @@ def available() -> dict[str, str]:
 
 
 def load(name: str, split: str, data_dir: str | Path | None = None, **options: Any) -> Dataset:
-    """The ``split`` ("train", "val" or "test") of dataset ``name``; synthetic when ``data_dir`` is None."""
+    """The ``split`` of dataset ``name``; synthetic when ``data_dir`` is None.
+
+    Splits are "train", "val", "test" and, for datasets used for self-supervised pretraining,
+    "unlabeled" (a pool whose labels the pretraining does not read).
+    """
     if name not in _REGISTRY:
         raise ValueError(f"unknown dataset {name!r}; available: {', '.join(sorted(_REGISTRY)) or 'none'}")
     if split not in SPLITS:
@@ -43,7 +47,7 @@ def load(name: str, split: str, data_dir: str | Path | None = None, **options: A
     return _REGISTRY[name](split=split, data_dir=None if data_dir is None else Path(data_dir), **options)
 
 
-_SPLIT_OFFSET = {"train": 0, "val": 1, "test": 2}
+_SPLIT_OFFSET = {"train": 0, "val": 1, "test": 2, "unlabeled": 3}
 
 
 @register(
@@ -58,6 +62,8 @@ def _isic2018(
     seed: int = 2018,
     transform: Callable | None = None,
 ) -> Dataset:
+    if split == "unlabeled":
+        raise ValueError("ISIC 2018 has no 'unlabeled' split; use train, val or test")
     if data_dir is not None:
         from medlab.data.formats.isic2018 import ISIC2018Task3
 
@@ -72,3 +78,33 @@ def _isic2018(
         n=n, image_size=image_size, attribute_noise=attribute_noise, seed=seed * 10 + _SPLIT_OFFSET[split]
     )
     return SyntheticSkinLesions(spec, transform=transform)
+
+
+@register(
+    "chestxray14",
+    "ChestX-ray14 frontal radiographs, 14 findings (multi-label); synthetic radiographs without data_dir",
+)
+def _chestxray14(
+    split: str,
+    data_dir: Path | None,
+    image_size: int = 64,
+    n: int | None = None,
+    prevalence_floor: float = 0.02,
+    seed: int = 2020,
+    val_fraction: float = 0.1,
+    transform: Callable | None = None,
+) -> Dataset:
+    if data_dir is not None:
+        from medlab.data.formats.chestxray14 import ChestXray14
+
+        if n is not None:
+            raise ValueError("n (the number of synthetic images) cannot be set for the real ChestX-ray14 data")
+        return ChestXray14(data_dir, split, image_size=image_size, val_fraction=val_fraction, transform=transform)
+    from medlab.data.synth.chest_xrays import ChestXraySpec, SyntheticChestXrays
+
+    if n is None:
+        raise ValueError("the synthetic radiographs need n, the number of images of the split")
+    spec = ChestXraySpec(
+        n=n, image_size=image_size, prevalence_floor=prevalence_floor, seed=seed * 10 + _SPLIT_OFFSET[split]
+    )
+    return SyntheticChestXrays(spec, transform=transform)
