@@ -102,17 +102,19 @@ def _cmd_data(args: argparse.Namespace) -> int:
         return 0
     if not args.name or not args.path:
         raise SystemExit("usage: medlab data check NAME PATH")
-    for split in data.SPLITS:
+    for split in data.splits_of(args.name):
         try:
             dataset = data.load(args.name, split, data_dir=args.path)
         except FileNotFoundError as error:
-            print(f"{split:5s}: not available ({error})")
+            print(f"{split:9s}: not available ({error})")
             continue
         if args.decode:
             for i in range(len(dataset)):
                 dataset[i]
         print(
-            f"{split:5s}: {len(dataset)} samples, class counts {dataset.info.get('class_counts')}"
+            f"{split:9s}: {len(dataset)} samples, "
+            + (f"class counts {dataset.info['class_counts']}" if "class_counts" in dataset.info
+               else f"finding counts {dataset.info.get('finding_counts')}")
             + (" (all decoded)" if args.decode else "")
         )
     return 0

@@ -260,3 +260,39 @@ def test_engine_calls_after_step_once_per_step(tmp_path):
         after_step=lambda m: calls.append(torch.is_grad_enabled()),
     )
     assert calls == [False] * 6
+
+
+def test_registry_offers_an_unlabeled_split_only_where_it_exists(tmp_path):
+    from medlab import data
+
+    assert "unlabeled" in data.splits_of("chestxray14") and "unlabeled" not in data.splits_of("isic2018")
+    with pytest.raises(ValueError, match=r"unknown split 'unlabeled' for dataset 'isic2018'; expected one of train, val, test"):
+        data.load("isic2018", "unlabeled", n=7)
+    pool = data.load("chestxray14", "unlabeled", n=6, image_size=16)
+    train = data.load("chestxray14", "train", n=6, image_size=16)
+    assert len(pool) == 6 and not torch.equal(pool.images, train.images)
+    with pytest.raises(ValueError, match="cannot be set for the real ChestX-ray14"):
+        data.load("chestxray14", "train", data_dir=tmp_path, n=6)
+    with pytest.raises(ValueError, match="need n"):
+        data.load("chestxray14", "train")
+
+
+def test_findings_are_written_from_the_records():
+    import pandas as pd
+
+    rows = []
+    for seed in range(3):
+        for init, auroc in (("scratch", 0.60), ("moco", 0.62), ("c2l", 0.65)):
+            for fraction in (0.1, 1.0):
+                rows.append({"experiment": "label_efficiency", "seed": seed, "params.init": init,
+                             "params.protocol": "finetune", "params.fraction": fraction,
+                             "metrics.mean_auroc": auroc + 0.01 * seed})
+        rows.append({"experiment": "label_efficiency", "seed": seed, "params.init": "c2l", "params.protocol": "probe",
+                     "params.fraction": 1.0, "metrics.mean_auroc": 0.7})
+        rows.append({"experiment": "ablation", "seed": seed, "params.init": "c2l_no_mixed", "params.protocol": "probe",
+                     "params.fraction": 1.0, "metrics.mean_auroc": 0.68 - 0.01 * seed})
+    text = c2l.findings(pd.DataFrame(rows))
+    assert text.startswith("**Overall.** Fine-tuning from C2L beats training from scratch at every share")
+    assert "at 2 of 2 shares" in text
+    assert "+5.0 points ± 0.0 vs from scratch (ahead on 3/3 seeds)" in text
+    assert "C2L w/o l(q~, k~) -3.0 points ± 1.0" in text

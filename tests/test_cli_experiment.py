@@ -33,8 +33,8 @@ def test_unknown_parameters_go_into_overrides():
 def test_find_chapter_by_number_slug_or_path():
     assert notebooks.find_chapter("1") == notebooks.find_chapter("ccl") == notebooks.find_chapter("01_ccl.py")
     assert notebooks.find_chapter(str(CCL)) == CCL
-    with pytest.raises(ValueError, match=r"unknown chapter 'c2l'; chapters: 01_ccl"):
-        notebooks.find_chapter("c2l")
+    with pytest.raises(ValueError, match=r"unknown chapter 'rubik'; chapters: 01_ccl, 02_c2l"):
+        notebooks.find_chapter("rubik")
 
 
 def test_cli_reports_bad_input_with_exit_code_2(capsys):
@@ -50,7 +50,7 @@ def test_cli_data_list_and_check(tmp_path, capsys, write_isic):
     write_isic(tmp_path)
     assert cli.main(["data", "check", "isic2018", str(tmp_path), "--decode"]) == 0
     out = capsys.readouterr().out
-    assert "train: 5 samples" in out and "test : not available" in out
+    assert "train    : 5 samples" in out and "test     : not available" in out
     assert cli.main(["data", "check", "isic2018", str(tmp_path / "missing")]) == 0
     assert "does not exist" in capsys.readouterr().out
 

@@ -14,16 +14,22 @@ from torch.utils.data import Dataset
 SPLITS = ("train", "val", "test", "unlabeled")  # "unlabeled": images for self-supervised pretraining
 _REGISTRY: dict[str, Callable[..., Dataset]] = {}
 _DESCRIPTIONS: dict[str, str] = {}
+_SPLITS_OF: dict[str, tuple[str, ...]] = {}
 
 
-def register(name: str, description: str) -> Callable:
-    """Register a dataset factory ``factory(split, data_dir, **options) -> Dataset`` under ``name``."""
+def register(name: str, description: str, splits: tuple[str, ...] = ("train", "val", "test")) -> Callable:
+    """Register a dataset factory ``factory(split, data_dir, **options) -> Dataset`` under ``name``,
+    offering ``splits``."""
 
     def decorate(factory: Callable[..., Dataset]) -> Callable[..., Dataset]:
         if name in _REGISTRY:
             raise ValueError(f"dataset {name!r} is registered twice")
+        unknown = set(splits) - set(SPLITS)
+        if unknown:
+            raise ValueError(f"dataset {name!r} declares unknown split(s) {sorted(unknown)}")
         _REGISTRY[name] = factory
         _DESCRIPTIONS[name] = description
+        _SPLITS_OF[name] = tuple(splits)
         return factory
 
     return decorate
@@ -34,6 +40,13 @@ def available() -> dict[str, str]:
     return dict(_DESCRIPTIONS)
 
 
+def splits_of(name: str) -> tuple[str, ...]:
+    """The splits dataset ``name`` offers."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown dataset {name!r}; available: {', '.join(sorted(_REGISTRY)) or 'none'}")
+    return _SPLITS_OF[name]
+
+
 def load(name: str, split: str, data_dir: str | Path | None = None, **options: Any) -> Dataset:
     """The ``split`` of dataset ``name``; synthetic when ``data_dir`` is None.
 
@@ -42,8 +55,10 @@ def load(name: str, split: str, data_dir: str | Path | None = None, **options: A
     """
     if name not in _REGISTRY:
         raise ValueError(f"unknown dataset {name!r}; available: {', '.join(sorted(_REGISTRY)) or 'none'}")
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r} for dataset {name!r}; expected one of {', '.join(SPLITS)}")
+    if split not in _SPLITS_OF[name]:
+        raise ValueError(
+            f"unknown split {split!r} for dataset {name!r}; expected one of {', '.join(_SPLITS_OF[name])}"
+        )
     return _REGISTRY[name](split=split, data_dir=None if data_dir is None else Path(data_dir), **options)
 
 
@@ -62,8 +77,6 @@ def _isic2018(
     seed: int = 2018,
     transform: Callable | None = None,
 ) -> Dataset:
-    if split == "unlabeled":
-        raise ValueError("ISIC 2018 has no 'unlabeled' split; use train, val or test")
     if data_dir is not None:
         from medlab.data.formats.isic2018 import ISIC2018Task3
 
@@ -83,6 +96,7 @@ def _isic2018(
 @register(
     "chestxray14",
     "ChestX-ray14 frontal radiographs, 14 findings (multi-label); synthetic radiographs without data_dir",
+    splits=SPLITS,
 )
 def _chestxray14(
     split: str,

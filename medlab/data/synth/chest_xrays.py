@@ -187,18 +187,18 @@ _PATIENT = {
     "dome": (0.5, 0.6),  # level of the costophrenic angles
     "dome_h": (0.13, 0.2),  # height of the domes above them
     "right_up": (0.0, 0.07),  # the right hemidiaphragm sits higher
-    "ctr": (0.38, 0.48),  # cardiothoracic ratio
-    "heart_h": (0.2, 0.24),
+    "ctr": (0.36, 0.5),  # cardiothoracic ratio
+    "heart_h": (0.27, 0.33),
     "heart_shift": (-0.035, 0.035),
-    "air": (0.3, 0.38),  # darkness of the lungs
-    "markings": (0.05, 0.1),
+    "air": (0.28, 0.4),  # darkness of the lungs
+    "markings": (0.05, 0.12),
     "rib_amp": (0.025, 0.075),
     "rib_sp": (0.105, 0.135),
     "rib_phase": (0.0, 1.0),
     "rib_phase2": (0.0, 1.0),
     "rib_curv": (0.3, 0.6),
-    "clav_v": (-0.68, -0.56),
-    "clav_drop": (0.1, 0.18),
+    "clav_v": (-0.62, -0.5),
+    "clav_drop": (0.06, 0.14),
     "clav_w": (0.02, 0.032),
     "breast": (0.04, 0.13),
     "has_breast": (0.0, 1.0),
@@ -207,11 +207,21 @@ _PATIENT = {
     "has_bubble": (0.0, 1.0),
     "bubble_u": (0.22, 0.38),
     "marker": (0.0, 3.0),  # none, top left, top right
+    "haze": (0.0, 0.08),  # uneven lung density (overlapping soft tissue), mimics faint opacities
+    "scapula": (0.0, 0.06),  # scapulae over the lateral upper zones
+    "nipples": (0.04, 0.12),  # nipple shadows, nodule mimics
+    "has_nipples": (0.0, 1.0),
+    "nipple_du": (-0.1, 0.1),
+    "nipple_dv": (0.0, 0.15),
+    "fold": (0.03, 0.07),  # a skin fold, pneumothorax mimic
+    "has_fold": (0.0, 1.0),
+    "fold_u": (0.45, 0.65),
+    "fold_side": (-1.0, 1.0),
     "gain": (0.85, 1.2),  # exposure and contrast
     "offset": (-0.06, 0.05),
     "gamma": (0.6, 1.6),  # x / (x + gamma (1 - x)): darker above 1, brighter below
     "heel": (-0.1, 0.1),
-    "noise_sd": (0.006, 0.03),
+    "noise_sd": (0.006, 0.035),
 }
 _LO, _HI = (np.array(r) for r in zip(*_PATIENT.values()))
 
@@ -222,12 +232,14 @@ def _sample_patient(rng: np.random.Generator, size: int) -> dict:
     p = dict(zip(_PATIENT, values.tolist()))
     p["breast"] *= p.pop("has_breast") < 0.45
     p["bubble"] *= p.pop("has_bubble") < 0.7
+    p["nipples"] *= p.pop("has_nipples") < 0.3
+    p["fold"] *= p.pop("has_fold") < 0.12
     p["marker"] = int(p["marker"])
     count = _textures(size)["vessel"].shape[0]
-    picks = rng.integers(0, [count, size, size] * 3).tolist()
-    p["vessel"], p["fine"], p["patch"] = picks[:3], picks[3:6], picks[6:]
+    picks = rng.integers(0, [count, size, size] * 4).tolist()
+    p["vessel"], p["fine"], p["patch"], p["haze_tex"] = picks[:3], picks[3:6], picks[6:9], picks[9:]
     p["seeds"] = rng.integers(0, 2**63, size=len(FINDINGS))  # one random stream per finding
-    p["noise"] = rng.standard_normal((size, size), dtype=np.float32)
+    p["noise"] = rng.random((size, size), dtype=np.float32) - 0.5  # uniform: 4x faster than normal
     return p
 
 
@@ -267,7 +279,7 @@ def render(findings: np.ndarray, size: int, rng: np.random.Generator, *, severit
     frng = {name: np.random.default_rng(p["seeds"][k]) for k, name in enumerate(FINDINGS) if present[k]}
 
     def sev(name):
-        drawn = frng[name].uniform(0.15, 1.0)
+        drawn = frng[name].uniform(0.1, 1.0)
         return drawn if severity is None else float(severity)
 
     s = {name: sev(name) for name in frng}
@@ -279,18 +291,18 @@ def render(findings: np.ndarray, size: int, rng: np.random.Generator, *, severit
     lb, air, ctr, heart_h = p["lb"], p["air"], p["ctr"], p["heart_h"]
     if "Emphysema" in s:
         e = s["Emphysema"]
-        dome = [d + 0.05 + 0.07 * e for d in dome]
-        dome_h = [h * (1 - 0.75 * e) for h in dome_h]
-        lb += 0.04 * e
-        air *= 1 + 0.1 + 0.3 * e
-        ctr *= 1 - 0.12 * e
+        dome = [d + 0.03 + 0.07 * e for d in dome]
+        dome_h = [h * (1 - 0.6 * e) for h in dome_h]
+        lb += 0.03 * e
+        air *= 1.05 + 0.25 * e
+        ctr *= 1 - 0.1 * e
     if "Cardiomegaly" in s:
-        ctr = 0.52 + 0.14 * s["Cardiomegaly"]
+        ctr = 0.51 + 0.14 * s["Cardiomegaly"]
         heart_h *= 1 + 0.1 * s["Cardiomegaly"]
     if "Fibrosis" in s:
         dome = [d - 0.03 * s["Fibrosis"] for d in dome]
     if "Atelectasis" in s:
-        dome[(side_of["Atelectasis"] + 1) // 2] -= 0.02 + 0.06 * s["Atelectasis"]
+        dome[(side_of["Atelectasis"] + 1) // 2] -= 0.01 + 0.06 * s["Atelectasis"]
 
     # patient coordinates
     yy, xx = _grid(size)
@@ -320,7 +332,7 @@ def render(findings: np.ndarray, size: int, rng: np.random.Generator, *, severit
 
     # heart: a tilted ellipse reaching further to the image's right (the patient's left)
     width = ctr * 2 * (lc + la)
-    heart = _ellipse(u, v, p["heart_shift"] + 0.12 * width, p["dome"] - dome_h[1] - 0.1 * heart_h, width / 2, heart_h, edge, -0.25)
+    heart = _ellipse(u, v, p["heart_shift"] + 0.15 * width, p["dome"] - dome_h[1] - 0.05, width / 2, heart_h, edge, -0.25)
     heart *= _ramp(dome_v - v + 0.02, 2 * edge)
     visible = lung * (1 - 0.8 * heart)
 
@@ -337,14 +349,21 @@ def render(findings: np.ndarray, size: int, rng: np.random.Generator, *, severit
     cage = _ramp((1 - np.sqrt(((au - lc) / (la + 0.06)) ** 2 + ((v - vc) / (lb + 0.05)) ** 2)) * la, 4 * edge)
     ribs = _teeth((v - 0.12 * au - p["rib_curv"] * au**2) / p["rib_sp"] + p["rib_phase"])
     ribs += 0.5 * _teeth((v + 0.45 * au) / (1.15 * p["rib_sp"]) + p["rib_phase2"], 0.3) * _ramp(au - 0.3, 0.2)
-    density += p["rib_amp"] * ribs * cage * (0.3 + 0.7 * above)
-    clav = _segment_distance(au, v, (0.07, p["clav_v"]), (0.58, p["clav_v"] - p["clav_drop"]))
-    density += 0.12 * _ramp(p["clav_w"] - clav, edge)
+    density += p["rib_amp"] * ribs * cage * (0.3 + 0.7 * above) * (1 - 0.6 * heart) * (1 - 0.5 * med)
+    clav = _segment_distance(au, v, (0.1, p["clav_v"]), (0.6, p["clav_v"] - p["clav_drop"]))
+    density += 0.09 * _ramp(p["clav_w"] - clav, edge)
     density += 0.12 * _ellipse(au, v, bw * 0.97, -0.8, 0.16, 0.14, 3 * edge) * body  # humeral heads
 
     # breast shadows, gastric bubble
     if p["breast"] > 0:
         density += p["breast"] * _ellipse(au, v, lc + 0.15, p["breast_v"], 0.38, 0.22, edge) * _ramp(v - p["breast_v"] + 0.15, 0.4)
+    if p["nipples"] > 0:
+        nu, nv = lc + 0.08 + p["nipple_du"], p["breast_v"] + p["nipple_dv"]
+        density += p["nipples"] * _ellipse(au, v, nu, nv, 0.035, 0.03, edge)
+    if p["fold"] > 0:
+        fold_line = p["fold_u"] + 0.15 * (v - 0.1) ** 2 - np.sign(p["fold_side"]) * u
+        density += p["fold"] * _ramp(0.5 * edge - np.abs(fold_line), edge) * _ramp(0.45 - np.abs(v - 0.05), 0.2) * body
+    density += p["scapula"] * _ramp(au - 0.52 - 0.12 * (v + 0.7), 2 * edge) * _ramp(-0.05 - v, 0.3) * body
     if p["bubble"] > 0:
         density -= 0.13 * _ellipse(u, v, p["bubble_u"], dome[1] + 0.05 * p["bubble"], 0.08 * p["bubble"], 0.045 * p["bubble"], edge)
 
@@ -367,11 +386,11 @@ def render(findings: np.ndarray, size: int, rng: np.random.Generator, *, severit
             cu, cv_ = _lung_point(g, p, side, (0.72, 0.9), (0.3, 0.65))
             cv_ -= 0.04 + 0.06 * e
             band = _ellipse(u, v, cu, cv_, g.uniform(0.12, 0.22), g.uniform(0.02, 0.03) + 0.02 * e, edge, g.normal(0, 0.2))
-            add_opacity((0.5 + 0.45 * e) * band)
+            add_opacity((0.25 + 0.5 * e) * band)
         else:  # collapsed lower lobe: a wedge from the hilum to the medial dome
             cv_ = dome[(side + 1) // 2] - dome_h[(side + 1) // 2] - 0.12
             wedge = _ellipse(u, v, side * (0.2 + 0.05 * g.uniform()), cv_, 0.06 + 0.04 * e, 0.15 + 0.06 * e, edge, -side * 0.4)
-            add_opacity((0.45 + 0.4 * e) * wedge)
+            add_opacity((0.2 + 0.45 * e) * wedge)
             extra += 0.04 * wedge
 
     if "Effusion" in s:
@@ -379,9 +398,10 @@ def render(findings: np.ndarray, size: int, rng: np.random.Generator, *, severit
         which = g.uniform()
         for side in (-1, 1) if which < 0.2 else ((-1,) if which < 0.6 else (1,)):
             height = 0.04 + 0.35 * e**1.5 * g.uniform(0.6, 1.0)
-            rise = g.uniform(0.08, 0.2)
-            level = dome[(side + 1) // 2] - height - rise * _clip((au - lc + 0.1) / (la + 0.1), 0, 1) ** 2
-            fluid = _ramp(v - level, 3 * edge) * side_mask(side) * cage
+            rise = g.uniform(0.1, 0.25) * (0.5 + e)
+            lateral = _clip((au - lc + 0.1) / (la + 0.1), 0, 1)
+            level = dome[(side + 1) // 2] - height - rise * lateral * lateral * lateral  # meniscus
+            fluid = _ramp(v - level, 0.04 + 2 * edge) * side_mask(side) * cage
             add_opacity(0.95 * fluid)
             extra += 0.04 * fluid
 
@@ -393,29 +413,29 @@ def render(findings: np.ndarray, size: int, rng: np.random.Generator, *, severit
             cu, cv_ = _lung_point(g, p, side if g.uniform() < 0.8 else -side, (0.1, 0.9), (0.15, 0.85))
             r = g.uniform(0.06, 0.12)
             field += _gauss(u, v, cu, cv_, r, r * g.uniform(0.8, 1.4))
-        add_opacity((0.35 + 0.4 * e) * _clip(field, 0, 1) * (0.35 + 0.9 * patch))
+        add_opacity((0.12 + 0.33 * e) * _clip(field, 0, 1) * (0.3 + 0.9 * patch))
 
     if "Mass" in s:
         g, e = frng["Mass"], s["Mass"]
         cu, cv_ = _lung_point(g, p, side_of["Mass"], (0.05, 0.85), (0.2, 0.8))
-        r = 0.08 + 0.08 * e
+        r = 0.08 + 0.07 * e
         mass = _ellipse(u, v, cu, cv_, r, r * g.uniform(0.85, 1.1), 1.5 * edge)
         for _ in range(2):  # lobulation
             a = g.uniform(0, 2 * np.pi)
             ca, sa = float(np.cos(a)), float(np.sin(a))
             mass = np.maximum(mass, _ellipse(u, v, cu + 0.5 * r * ca, cv_ + 0.5 * r * sa, 0.6 * r, 0.6 * r, 1.5 * edge))
-        add_opacity((0.6 + 0.35 * e) * mass)
-        extra += 0.05 * mass
+        add_opacity((0.3 + 0.5 * e) * mass)
+        extra += 0.04 * e * mass
 
     if "Nodule" in s:
         g, e = frng["Nodule"], s["Nodule"]
         for i in range(1 if g.uniform() < 0.75 else int(g.integers(2, 4))):
             side = side_of["Nodule"] if i == 0 else (-1 if g.uniform() < 0.5 else 1)
             cu, cv_ = _lung_point(g, p, side, (0.05, 0.9), (0.15, 0.85))
-            r = 0.03 + 0.03 * e * g.uniform(0.7, 1.0)
+            r = 0.025 + 0.03 * e * g.uniform(0.7, 1.0)
             nodule = _ellipse(u, v, cu, cv_, r, r, edge)
-            add_opacity((0.65 + 0.3 * e) * nodule)
-            extra += 0.06 * nodule
+            add_opacity((0.3 + 0.5 * e) * nodule)
+            extra += 0.05 * e * nodule
 
     if "Pneumonia" in s:
         g, e, side = frng["Pneumonia"], s["Pneumonia"], side_of["Pneumonia"]
@@ -428,19 +448,19 @@ def render(findings: np.ndarray, size: int, rng: np.random.Generator, *, severit
             lobe = _ramp(v - fissure - 0.05 * g.uniform(), 0.25)
         t0 = g.uniform(0.0, 0.5)  # part of the lobe only
         extent = _ramp(side * u - (lc - la + t0 * 2 * la), 0.15)
-        add_opacity((0.45 + 0.45 * e) * lobe * extent * side_mask(side) * (0.6 + 0.4 * patch) * (1 - 0.35 * vessel))
+        add_opacity((0.2 + 0.5 * e) * lobe * extent * side_mask(side) * (0.6 + 0.4 * patch) * (1 - 0.35 * vessel))
 
     if "Pneumothorax" in s:
         g, e, side = frng["Pneumothorax"], s["Pneumothorax"], side_of["Pneumothorax"]
-        k = 0.95 - 0.3 * e
+        k = 0.97 - 0.3 * e
         cu, cv_ = lc - la + k * la, vc + lb - k * lb  # the lung shrinks towards its medial base
         r2 = np.sqrt(((au - cu) / (k * la)) ** 2 + ((v - cv_) / (k * lb)) ** 2)
         collapsed = _ramp((1 - r2) * k * la, edge)
         gap = lung * side_mask(side) * (1 - collapsed)
-        hyper += (0.25 + 0.15 * e) * gap
+        hyper += (0.1 + 0.2 * e) * gap
         keep_markings *= 1 - gap
         pleural = np.exp(-(((r2 - 1) * k * la / (0.7 * edge)) ** 2)) * lung * side_mask(side) * _ramp(dome_v - v - 0.05, 0.05)
-        extra += 0.1 * pleural
+        extra += (0.04 + 0.06 * e) * pleural
         add_opacity(0.2 * e * collapsed * side_mask(side))
 
     if "Consolidation" in s:
@@ -450,13 +470,14 @@ def render(findings: np.ndarray, size: int, rng: np.random.Generator, *, severit
         for _ in range(3):
             r = g.uniform(0.07, 0.13) * (0.8 + 0.4 * e)
             region = np.maximum(region, _ellipse(u, v, cu + g.normal(0, 0.06), cv_ + g.normal(0, 0.06), r, r * g.uniform(0.7, 1.2), 2 * edge))
-        add_opacity((0.7 + 0.25 * e) * region * (0.85 + 0.15 * patch))
+        add_opacity((0.35 + 0.5 * e) * region * (0.85 + 0.15 * patch))
 
     if "Edema" in s:
         g, e = frng["Edema"], s["Edema"]
-        su, sv = g.uniform(0.14, 0.22), g.uniform(0.2, 0.3)
-        haze = _gauss(au, v, 0.18, vc - 0.05, su, sv) * (0.6 + 0.4 * patch)
-        add_opacity((0.35 + 0.45 * e) * haze)
+        su, sv = g.uniform(0.12, 0.22), g.uniform(0.18, 0.3)
+        lopsided = np.where(right, np.float32(g.uniform(0.7, 1.0)), np.float32(g.uniform(0.7, 1.0)))
+        haze = _gauss(au, v, 0.18, vc - 0.05, su, sv) * (0.6 + 0.4 * patch) * lopsided
+        add_opacity((0.15 + 0.5 * e) * haze)
         extra += 0.03 * e * vessel * lung * _ramp(vc - 0.2 - v, 0.3)  # upper-lobe diversion
 
     if "Emphysema" in s:
@@ -474,12 +495,12 @@ def render(findings: np.ndarray, size: int, rng: np.random.Generator, *, severit
         g, e = frng["Fibrosis"], s["Fibrosis"]
         where = _ramp(v - vc + 0.1, 0.5) * _ramp(lung_r - 0.35, 0.4) * lung
         lopsided = np.where(right, np.float32(g.uniform(0.6, 1.0)), np.float32(g.uniform(0.6, 1.0)))
-        extra += (0.07 + 0.12 * e) * fine * where * lopsided
+        extra += (0.04 + 0.12 * e) * fine * where * lopsided
         add_opacity(0.15 * e * where)
 
     if "Pleural_Thickening" in s:
         g, e, side = frng["Pleural_Thickening"], s["Pleural_Thickening"], side_of["Pleural_Thickening"]
-        thick = (0.025 + 0.04 * e) * (0.6 + 0.8 * patch)
+        thick = (0.02 + 0.04 * e) * (0.6 + 0.8 * patch)
         inside = (1 - lung_r) * la  # about the distance in from the lung edge
         if g.uniform() < 0.35:  # apical cap
             window = _ramp(vc - lb + 0.35 - v, 0.1)
@@ -487,8 +508,8 @@ def render(findings: np.ndarray, size: int, rng: np.random.Generator, *, severit
             top = vc - lb + g.uniform(0.2, 0.6)
             window = _ramp(v - top, 0.1) * _ramp(top + g.uniform(0.3, 0.6) - v, 0.1) * _ramp(au - lc, 0.1)
         band = _ramp(thick - inside, edge) * lung * window * side_mask(side)
-        add_opacity(0.9 * band)
-        extra += 0.06 * band
+        add_opacity((0.5 + 0.4 * e) * band)
+        extra += 0.04 * e * band
 
     if "Hernia" in s:
         g, e = frng["Hernia"], s["Hernia"]
@@ -501,7 +522,7 @@ def render(findings: np.ndarray, size: int, rng: np.random.Generator, *, severit
             extra -= 0.22 * sac * _ramp(cv_ - g.uniform(0.0, 0.5) * r - v, edge)
 
     # compose: air in the lungs, its markings, the findings
-    marks = p["markings"] * vessel * (0.35 + _gauss(au, v, 0.18, vc - 0.05, 0.22, 0.35)) * keep_markings
+    marks = p["haze"] * _crop(tex["patch"], p["haze_tex"]) + p["markings"] * vessel * (0.35 + _gauss(au, v, 0.18, vc - 0.05, 0.22, 0.35)) * keep_markings
     density += (marks - air * hyper * (0.8 + 0.2 * _ramp(v - vc + lb - 0.3, 0.5))) * visible * (1 - opacity)
     density += extra
     if p["marker"]:
@@ -511,7 +532,7 @@ def render(findings: np.ndarray, size: int, rng: np.random.Generator, *, severit
     # acquisition: window, a gamma-like curve, heel effect, quantum noise
     image = _clip(p["offset"] + p["gain"] * density, 0.0, 1.0)
     image = image / (image + p["gamma"] * (1 - image) + 1e-6)
-    image = image * (1 + p["heel"] * yy) + p["noise_sd"] * p["noise"]
+    image = image * (1 + p["heel"] * yy) + (p["noise_sd"] * 12**0.5) * p["noise"]
     return _clip(image, 0, 1).astype(np.float32)
 
 

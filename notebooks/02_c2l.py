@@ -1,0 +1,430 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 2. C2L: contrastive pretraining with mixup on radiographs
+#
+# **Paper.** Hong-Yu Zhou, Shuang Yu, Cheng Bian, Yifan Hu, Kai Ma, Yefeng Zheng. *Comparing to Learn:
+# Surpassing ImageNet Pretraining on Radiographs by Comparing Image Representations.* MICCAI 2020.
+# [arXiv:2007.07423](https://arxiv.org/abs/2007.07423).
+#
+# **The idea.** Labels for chest radiographs are scarce and noisy, unlabeled radiographs are plentiful,
+# and ImageNet photographs look nothing like them. C2L pretrains a network on unlabeled radiographs by
+# *comparing* images: two augmented views of the same radiograph must map to nearby features, and far
+# from the features of other radiographs kept in a queue (contrastive instance discrimination with a
+# momentum encoder, as in MoCo). C2L adds a second comparison: it mixes pairs of images (mixup) and asks
+# the features of a mixed image to match both the mixed image's key and the same mixture of the two
+# original images' keys. The pretrained network is then fine-tuned for the 14 findings of ChestX-ray14.
+#
+# ```{admonition} What this chapter is built from
+# :class: note
+# The paper's method section could not be read for this book; its abstract and the authors' public code
+# could. The equations below follow what that code does (re-written here, not copied), and every
+# choice the code does not fix is in the deviation ledger at the end. The only result of the paper known
+# to us is a mean AUROC of 83.5 on ChestX-ray14 for a C2L-pretrained ResNet-18.
+# ```
+#
+# **Results.** The section *What the runs show* sums up, from the runs' records, whether pretraining
+# with C2L beat training from scratch and plain instance discrimination on the synthetic demo data.
+#
+# **Resource card.** Measured by `medlab bench` on this book's machines (generated from the benchmark
+# records in `results/bench/c2l/`):
+
+# %% tags=["remove-input"]
+from medlab.results import resource_card
+
+resource_card("c2l").set_index("profile")
+
+# %% [markdown]
+# ## Parameters and setup
+#
+# The first cell installs the book's package when it is missing (on Colab). The `parameters` cell is
+# what papermill and `medlab run` override: `profile` is `smoke` (seconds, for CI), `demo` (the book,
+# minutes on a CPU) or `paper` (ChestX-ray14 with the official code's settings, one GPU). Any other
+# setting of `medlab.papers.c2l.Settings` can be passed through `overrides`, or on the command line as
+# `medlab run c2l -p queue_size 4096`.
+
+# %%
+import importlib.util
+import subprocess
+import sys
+
+PACKAGE = "medlab @ git+https://github.com/medlab-book/medlab"
+if importlib.util.find_spec("medlab") is None:  # e.g. on Colab: install the book's package
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", PACKAGE], check=True)
+
+# %% tags=["parameters"]
+import os
+
+profile = os.environ.get("MEDLAB_PROFILE", "demo")  # smoke | demo | paper
+data_dir = None  # ChestX-ray14 in its official layout; None = synthetic radiographs
+device = None  # None = automatic (cuda > mps > cpu); or "cpu", "cuda", "mps"
+seeds = None  # e.g. [0, 1, 2] or "0,1,2"; None = the profile's
+pretrain_epochs = None  # None = the profile's
+label_fractions = None  # e.g. "0.01,0.1,1"; None = the profile's
+overrides = {}  # any other setting, e.g. {"queue_size": 4096}
+
+# %%
+import dataclasses
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+from IPython.display import Markdown, display
+
+import medlab
+from medlab import plots, results
+from medlab.papers import c2l
+
+profile = medlab.resolve_profile(profile)
+config = c2l.settings(
+    profile, seeds=seeds, pretrain_epochs=pretrain_epochs, label_fractions=label_fractions, **overrides
+)
+if profile == "paper" and data_dir is None:
+    raise ValueError("the paper profile needs the real ChestX-ray14 data: set data_dir (data/README.md)")
+device = medlab.choose_device(device)
+medlab.seed_everything(0)
+environment = medlab.environment_record(device)
+commit = (environment["git"] or {}).get("commit", "unknown")[:10]
+print(f"profile {profile}; device {device} ({environment['device'].get('name')}); commit {commit}")
+print(f"torch {torch.__version__}; medlab {medlab.__version__}")
+pd.Series({k: str(v) for k, v in dataclasses.asdict(config).items()}, name=profile).to_frame()
+
+# %% [markdown]
+# ## The problem and the idea
+#
+# Let $f_\theta$ be an encoder (a backbone and a linear projection to 128 dimensions) and $x_1, x_2$ two
+# independently augmented views of one radiograph $x$. The *query* is $q = N(f_\theta(x_1))$ and the
+# *key* is $k = N(f_\xi(x_2))$, where $N$ scales a vector to unit length and $f_\xi$ is a second copy
+# of the encoder. A queue $\mathcal{Q}$ holds the keys of the last $K$ images seen. Instance
+# discrimination with InfoNCE asks the query to pick its own key out of the queue:
+#
+# $$
+# \ell(q, k^+) = -\log \frac{\exp(q \cdot k^+ / T)}{\exp(q \cdot k^+ / T) + \sum_{k^- \in \mathcal{Q}} \exp(q \cdot k^- / T)} \tag{1}
+# $$
+#
+# with a temperature $T$. Only $f_\theta$ is trained by gradient descent; the key encoder follows it
+# slowly, so that the keys in the queue stay consistent with each other:
+#
+# $$
+# \xi \leftarrow m\, \xi + (1 - m)\, \theta . \tag{2}
+# $$
+#
+# **Comparing mixed images.** C2L draws one coefficient and one permutation $\pi$ of the batch per
+# step and mixes both views with them:
+#
+# $$
+# \lambda \sim \mathrm{Beta}(\alpha, \alpha),\quad \lambda \leftarrow \max(\lambda, 1 - \lambda),\qquad
+# \tilde{x}_v = \lambda x_v + (1 - \lambda)\, x_{v}[\pi],\ v \in \{1, 2\} . \tag{3}
+# $$
+#
+# The mixed query $\tilde q = N(f_\theta(\tilde x_1))$ is compared with the mixed key
+# $\tilde k = N(f_\xi(\tilde x_2))$ and with the same mixture of the *features* of the unmixed keys,
+# taken before normalisation:
+#
+# $$
+# k_{\text{mix}} = N\big(\lambda f_\xi(x_2) + (1 - \lambda) f_\xi(x_2)[\pi]\big) . \tag{4}
+# $$
+#
+# The training loss averages the three comparisons, and each comparison pushes its keys into the queue:
+#
+# $$
+# \mathcal{L} = \tfrac{1}{3}\big[\ell(q, k) + \ell(\tilde q, \tilde k) + \ell(\tilde q, k_{\text{mix}})\big] . \tag{5}
+# $$
+#
+# The third term is what "comparing" adds beyond mixup as augmentation: the encoder must represent a
+# mixture of two radiographs as the mixture of their representations, a smoothness the features of
+# a downstream classifier can use. One more detail matters: batch normalisation computes statistics over
+# the batch, and a query can "find" its key through them. The key encoder therefore sees a shuffled
+# batch, and each batch norm computes its statistics over separate sub-batches (on several GPUs: each
+# GPU's share, after shuffling across GPUs).
+#
+# **What we compare.** Training the classifier from scratch; instance discrimination with a momentum
+# encoder and no mixup (MoCo; Eq. 1, 2 only); and C2L (Eq. 1 to 5), each pretrained on the same
+# unlabeled images and then fine-tuned, or probed linearly, with 1%, 10% and 100% of the labels.
+
+# %% [markdown]
+# ## Data
+#
+# The demo uses **synthetic** frontal chest radiographs (`medlab.data.synth.chest_xrays`): anatomy,
+# patient size and position, exposure, noise and ribs vary per image, and each of the 14 findings of
+# ChestX-ray14 is drawn as a local change where a radiologist would look for it, with ChestX-ray14's
+# prevalences (rare findings floored at 2% so the test set has positives for each). About half of the
+# images have no finding, as in ChestX-ray14. A large unlabeled pool is used for pretraining and a
+# smaller labeled set for fine-tuning. Set `data_dir` to a ChestX-ray14 download (layout in
+# `data/README.md`; `medlab data check chestxray14 /path` validates it) to run on the real images: the
+# official `train_val_list.txt` / `test_list.txt` split, with a validation set split off by patient.
+
+# %%
+data = c2l.load_data(config, data_dir)
+classes = data.classes
+pd.DataFrame({split: {"images": len(getattr(data, split))} for split in ("unlabeled", "train", "val", "test")})
+
+# %% [markdown]
+# Each finding drawn on the same synthetic patient (the first image has none):
+
+# %%
+if data.info["kind"] == "synthetic":
+    from medlab.data.synth.chest_xrays import finding_gallery
+
+    gallery, titles = finding_gallery(size=max(config.image_size, 96), seed=3)
+    fig, axes = plt.subplots(2, 8, figsize=(14, 4))
+    for ax, image, title in zip(axes.flat, gallery, titles):
+        ax.imshow(image, cmap="gray", vmin=0, vmax=1)
+        ax.set_title(title.replace("_", " "), fontsize=8)
+    for ax in axes.flat:
+        ax.axis("off")
+    fig.tight_layout()
+
+# %% [markdown]
+# Random training images at the resolution the chapter trains on, with their findings:
+
+# %%
+rng = np.random.default_rng(0)
+picks = rng.choice(len(data.train), size=12, replace=False)
+fig, axes = plt.subplots(2, 6, figsize=(13, 5))
+for ax, index in zip(axes.flat, picks):
+    image, labels = data.train[int(index)]
+    ax.imshow(image[0].numpy(), cmap="gray", vmin=0, vmax=1)
+    names = [classes[j].replace("_", " ") for j in np.flatnonzero(labels.numpy())]
+    ax.set_title("\n".join(names) or "no finding", fontsize=8)
+    ax.axis("off")
+fig.tight_layout()
+
+# %% [markdown]
+# How often each finding occurs in the labeled set, beside its prevalence in ChestX-ray14:
+
+# %%
+from medlab.data.formats.chestxray14 import PREVALENCE
+
+prevalence = pd.DataFrame(
+    {
+        "ChestX-ray14 %": PREVALENCE * 100,
+        "labeled set %": c2l.targets_of(data.train).mean(0).numpy() * 100,
+        "test set %": c2l.targets_of(data.test).mean(0).numpy() * 100,
+    },
+    index=classes,
+).round(1)
+prevalence.T
+
+# %% [markdown]
+# ## Method: the code
+#
+# Eq. (1), the momentum update (Eq. 2) and the queue, from `medlab.papers.c2l`:
+
+# %%
+plots.show_source(c2l.info_nce, c2l.MomentumContrast)
+
+# %% [markdown]
+# Mixup of images and of features (Eq. 3, 4), and the three comparisons of Eq. (5):
+
+# %%
+plots.show_source(c2l.mixup_lambda, c2l.mix, c2l.compare_views)
+
+# %% [markdown]
+# Shuffled batch norm on one device: the keys are computed on a shuffled batch, and every batch norm
+# computes its statistics over sub-batches. `batch_shuffle` also holds the form used across GPUs.
+
+# %%
+plots.show_source(c2l.SplitBatchNorm2d, c2l.batch_shuffle)
+
+# %% [markdown]
+# The two views are augmented on the device, for the whole batch at once (random resized crop,
+# rotation, flip, brightness and contrast, Cutout), following the official pipeline:
+
+# %%
+plots.show_source(c2l.augment_view)
+
+# %%
+views = torch.stack([data.unlabeled[i][0] for i in range(6)])
+torch.manual_seed(0)
+fill = c2l.Encoder(config).fill_value
+augmented = [c2l.augment_view(views, config, fill) for _ in range(2)]
+lam = torch.tensor(0.7)
+mixed = c2l.mix(augmented[0], lam, torch.roll(torch.arange(6), 1))
+rows = {"image": views, "view 1": augmented[0], "view 2": augmented[1], "mixed view 1 (λ = 0.7)": mixed}
+fig, axes = plt.subplots(len(rows), 6, figsize=(10, 7))
+for r, (name, batch) in enumerate(rows.items()):
+    for c in range(6):
+        axes[r, c].imshow(batch[c, 0].numpy(), cmap="gray", vmin=0, vmax=1)
+        axes[r, c].axis("off")
+    axes[r, 0].set_title(name, fontsize=9, loc="left")
+fig.tight_layout()
+
+# %% [markdown]
+# ## Training
+#
+# First every pretraining method runs on the unlabeled pool over the profile's seeds (MoCo, C2L and the
+# ablation's variants); then every downstream run starts from one of them, or from scratch: fine-tuning
+# all layers, or a linear probe on frozen features, with 1%, 10% or 100% of the labeled set (the subset
+# is drawn per seed). Fine-tuning keeps the epoch with the best validation mean AUROC. On a CPU the
+# runs go to parallel worker processes. Each run writes its results record under
+# `results/<profile>/c2l/` as it finishes and checkpoints every epoch under `runs/`: rerunning the
+# cell after an interruption resumes where it stopped.
+
+# %%
+records = c2l.run_grid(config, profile=profile, device=device, data_dir=data_dir)
+frame = results.to_frame(records)
+downstream = frame[frame["experiment"] != "pretrain"].copy()
+downstream["init"] = downstream["params.init"].map(c2l.INIT_LABELS)
+downstream["protocol"] = downstream["params.protocol"]
+downstream["labels"] = downstream["params.fraction"].map(lambda f: f"{f:.0%}")
+
+# %% [markdown]
+# Pretraining: the loss (Eq. 5) and the pretext accuracy (how often the positive key scores highest
+# among the queue's keys) per epoch, mean ± std over seeds. The loss of C2L averages harder comparisons
+# than MoCo's, so compare shapes, not levels.
+
+# %%
+pretraining = [m for m in [*config.pretrain_methods, *config.ablation_methods]]
+fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+for ax, (key, label) in zip(axes, {"train/loss": "pretraining loss", "train/accuracy": "pretext accuracy"}.items()):
+    series = {
+        c2l.INIT_LABELS[m]: results.history(results.select(records, experiment="pretrain", method=m), key)
+        for m in config.pretrain_methods
+    }
+    plots.curves(series, "epoch", label, ax=ax)
+fig.tight_layout()
+
+# %% [markdown]
+# ## Evaluation
+#
+# Mean AUROC over the 14 findings on the test split (%, mean ± std over seeds), after fine-tuning
+# every layer and with a linear probe, for each share of the labels:
+
+# %%
+def efficiency_table(protocol: str) -> pd.DataFrame:
+    rows = downstream[(downstream["experiment"] == "label_efficiency") & (downstream["protocol"] == protocol)]
+    table = results.summarize(rows, ["mean_auroc"], by=("init", "labels"), percent=["mean_auroc"])
+    return table["mean_auroc"].unstack("labels")[[f"{f:.0%}" for f in config.label_fractions]]
+
+
+status = c2l.imagenet_status(config)
+for protocol, title in (("finetune", "Fine-tuned"), ("probe", "Linear probe")):
+    display(Markdown(f"**{title}**, mean AUROC %:"))
+    display(efficiency_table(protocol))
+if status:
+    display(Markdown(f"*ImageNet initialisation: {status}.*"))
+
+# %% [markdown]
+# The label-efficiency curve (error bars: std over seeds):
+
+# %%
+fig = c2l.label_efficiency_figure(downstream[downstream["experiment"] == "label_efficiency"])
+
+# %% [markdown]
+# AUROC per finding (%) after fine-tuning on all the labels, mean over seeds. Findings with few
+# positives in the test set have wide spreads between seeds.
+
+# %%
+per_finding = downstream[
+    (downstream["experiment"] == "label_efficiency")
+    & (downstream["protocol"] == "finetune")
+    & (downstream["params.fraction"] == max(config.label_fractions))
+]
+columns = [f"metrics.auroc/{name}" for name in classes]
+table = (per_finding.groupby("init", sort=False)[columns].mean() * 100).round(1)
+table.columns = [name.replace("_", " ") for name in classes]
+table.T
+
+# %% [markdown]
+# What the encoders learned without labels: a 2-D t-SNE projection (scikit-learn) of the backbone
+# features of test images, for a random encoder and the MoCo and C2L encoders of seed 0, coloured by
+# finding (images with one finding; images with several are left out). Findings the encoder has
+# separated form clusters.
+
+# %%
+fig = c2l.feature_map_figure(config, data, profile=profile, device=device, data_dir=data_dir)
+
+# %% [markdown]
+# ## Ablation
+#
+# Each comparison of Eq. (5) removed in turn, a smaller queue and the paper's momentum, measured by
+# the linear probe (the standard test of what pretraining learned) on the same share of the labels;
+# the pretext columns are from the last pretraining epoch. MoCo is C2L with both mixed comparisons removed.
+
+# %%
+probe = downstream[
+    (downstream["params.protocol"] == "probe")
+    & (downstream["params.fraction"] == config.ablation_fraction)
+    & downstream["params.init"].isin(["c2l", "moco", *config.ablation_methods])
+]
+pretext = frame[frame["experiment"] == "pretrain"][["variant", "seed", "metrics.accuracy"]]
+pretext.columns = ["params.init", "seed", "metrics.pretext_accuracy"]
+ablation = probe[["params.init", "seed", "metrics.mean_auroc"]].merge(pretext, on=["params.init", "seed"])
+ablation["method"] = ablation["params.init"].map(c2l.variant_label(config))
+results.summarize(
+    ablation,
+    ["mean_auroc", "pretext_accuracy"],
+    by=("method",),
+    percent=["mean_auroc", "pretext_accuracy"],
+    names={"mean_auroc": "probe mean AUROC %", "pretext_accuracy": "pretext accuracy %"},
+)
+
+# %% [markdown]
+# ## What the runs show
+#
+# Written from the results records of this execution, paired by seed (with three seeds a paired t-test
+# has little power; read the p-values as a guide, not a verdict):
+
+# %%
+display(Markdown(c2l.findings(downstream)))
+
+# %% [markdown]
+# ## Performance
+#
+# Pretraining dominates the cost. The chapter's step augments the views on the device for the whole
+# batch, runs channels-last with mixed precision on CUDA and never waits for the device inside the
+# loop. Below, in the same process, its images/s beside a plain loop of the same model: fp32,
+# channels-first, views augmented per image on the host in the DataLoader, the loss read back after
+# every step. The record is what `medlab bench` reports.
+
+# %%
+throughput = c2l.record_throughput(config, data, profile=profile, device=device, steps=4 if profile == "smoke" else 12)
+pd.Series(throughput["metrics"]).round(2).to_frame(f"{device} ({environment['device'].get('name')})")
+
+# %% [markdown]
+# **Try it.** `medlab run c2l -p pretrain_epochs 20` (the demo's pretraining is very short),
+# `-p queue_size 256`, `-p momentum 0.999`, or `--profile paper -p data_dir /path/to/chestxray14` on a GPU.
+#
+# ## Reproduction notes
+#
+# **The paper's numbers.** The one figure known to us: a ResNet-18 pretrained with C2L and fine-tuned on
+# ChestX-ray14 reaches a mean AUROC of **83.5** (quoted from the paper in an issue of the official
+# repository; a user there reports about 75 with the released weights and their own fine-tuning). The
+# `paper` profile runs this chapter's grid on ChestX-ray14 with the official code's settings
+# (`medlab run c2l --profile paper -p data_dir /path/to/chestxray14`); its records appear on the benchmarks
+# page when they exist. The demo above runs on synthetic radiographs at a teaching scale, minutes of
+# pretraining on a CPU where the paper used 700k radiographs and four GPUs: it shows the method working
+# end to end and what it does at this scale, not whether the paper's figure holds.
+#
+# **Deviation ledger.**
+#
+# | What | The paper / official code | This chapter | Why |
+# |---|---|---|---|
+# | Pretraining data | ~700k unlabeled radiographs, sources not stated | demo: 1,536 synthetic radiographs; paper profile: the ChestX-ray14 training split's images, labels unused | the paper's corpus is unknown; ChestX-ray14 alone is public and needs no agreement |
+# | Backbone | ResNet-18 (and DenseNet-121), 224 px, 3 channels | demo: ResNet-18's layout at 1/4 width (16 channels in the first stage), 64 px, 1 channel; paper profile: torchvision ResNet-18, 224 px, grey channel repeated | the demo must pretrain 21 runs in its budget on 2 CPU cores |
+# | Loss | `--softmax` (InfoNCE) or CMC's NCE; the default NCE path does not run as published | InfoNCE (Eq. 1) | the NCE path needs an `eps` the repository does not define; InfoNCE is the `--softmax` option |
+# | Queue | 16,384 keys, 3 pushes of B keys per step | demo: 1,024 (ablation 256); paper profile: 16,384; 3 pushes per step kept | the demo's pool has 1,536 images: a longer queue would hold stale keys of the same images |
+# | Momentum | 0.999 | demo: 0.99 (ablation: 0.999); paper profile: 0.999 | the demo pretrains for 72 steps: at 0.999 the key encoder would stay near its random start |
+# | Schedule | SGD lr 0.03, momentum 0.9, wd 1e-4, batch 128, 120 epochs, x0.1 after epochs 60, 80, 100 | same optimiser, milestones at the same fractions of training; demo: lr 0.06, batch 64, 3 epochs (72 steps) | CPU budget; a shorter run takes a larger step |
+# | Shuffled BN | DataParallel on 4 GPUs: the key batch is shuffled across GPUs, BN per GPU | one device: shuffle + BN statistics over 4 (demo) or 8 (paper) sub-batches; several GPUs: shuffle across devices (`batch_shuffle`) | the single-device equivalent of per-GPU statistics |
+# | Augmentation | RandomResizedCrop(0.2-1), rotation 10°, grey-scale p=0.2, ColorJitter 0.4, flip, Cutout 3 x 32 px after normalising | the same on the device; no grey-scale or hue/saturation jitter (the images are grey); Cutout fills with the normalisation mean (= 0 after normalising) | grey radiographs; one batch operation instead of per-image host work |
+# | Fine-tuning | not published (a user reports lr 0.01 head / 2e-4 backbone, SGD) | AdamW, one-cycle, demo lr 1e-3 for 5 epochs of at least 512 samples; paper profile lr 1e-4, 20 epochs; epoch chosen by validation mean AUROC | common CheXNet-style defaults; the recipe is unknown |
+# | Linear probe | not in the paper's known results | AdamW on standardised frozen features, epoch chosen by validation mean AUROC | the standard read-out of what pretraining learned |
+# | Label fractions | 1%, 10%, 100% (per the issue's protocol; the paper's fractions are not known) | 1%, 10%, 100% of the labeled set, drawn per seed | label efficiency is where pretraining should matter most |
+# | Split | not known | demo: separate synthetic splits; paper profile: official test list, 10% of the train/val patients for validation | no patient in two splits |
+# | ImageNet row | reported in the paper (numbers unknown) | paper profile only: torchvision's ImageNet ResNet-18 | the demo's narrow network has no ImageNet weights |
