@@ -442,9 +442,11 @@ def info_nce(
     ``queries`` and ``keys`` are ``(B, D)`` and unit-norm, ``queue`` is ``(K, D)``. Returns the mean
     loss and the fraction of queries whose positive key scores highest (the pretext accuracy).
     """
-    positive = (queries * keys).sum(dim=1, keepdim=True)
-    negative = queries @ queue.t()
-    logits = torch.cat([positive, negative], dim=1) / temperature
+    with torch.autocast(device_type=queries.device.type, enabled=False):  # logits / T need fp32
+        queries, keys = queries.float(), keys.float()
+        positive = (queries * keys).sum(dim=1, keepdim=True)
+        negative = queries @ queue.float().t()
+        logits = torch.cat([positive, negative], dim=1) / temperature
     target = torch.zeros(len(queries), dtype=torch.long, device=queries.device)
     accuracy = (logits.argmax(dim=1) == 0).float().mean()
     return F.cross_entropy(logits, target), accuracy

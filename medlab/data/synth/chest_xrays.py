@@ -495,12 +495,12 @@ def render(findings: np.ndarray, size: int, rng: np.random.Generator, *, severit
         g, e = frng["Fibrosis"], s["Fibrosis"]
         where = _ramp(v - vc + 0.1, 0.5) * _ramp(lung_r - 0.35, 0.4) * lung
         lopsided = np.where(right, np.float32(g.uniform(0.6, 1.0)), np.float32(g.uniform(0.6, 1.0)))
-        extra += (0.04 + 0.12 * e) * fine * where * lopsided
-        add_opacity(0.15 * e * where)
+        extra += (0.05 + 0.15 * e) * fine * where * lopsided
+        add_opacity(0.25 * e * where)
 
     if "Pleural_Thickening" in s:
         g, e, side = frng["Pleural_Thickening"], s["Pleural_Thickening"], side_of["Pleural_Thickening"]
-        thick = (0.02 + 0.04 * e) * (0.6 + 0.8 * patch)
+        thick = (0.025 + 0.05 * e) * (0.6 + 0.8 * patch)
         inside = (1 - lung_r) * la  # about the distance in from the lung edge
         if g.uniform() < 0.35:  # apical cap
             window = _ramp(vc - lb + 0.35 - v, 0.1)
