@@ -225,6 +225,7 @@ def execute(
     output.parent.mkdir(parents=True, exist_ok=True)
     parameters = split_parameters(source, dict(parameters or {}))
     notebook = jupytext.read(source)
+    inputs = inputs_fingerprint(source, profile)  # before running: edits made meanwhile make it stale
     with tempfile.TemporaryDirectory() as tmp:
         input_path = Path(tmp) / f"{source.stem}.ipynb"
         running = Path(tmp) / f"{source.stem}.executed.ipynb"  # moved into place only on success
@@ -257,7 +258,7 @@ def execute(
     record = {
         "profile": profile,
         "parameters": parameters,
-        "inputs": inputs_fingerprint(source, profile),
+        "inputs": inputs,
         "executed": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "wall_s": round(wall_s, 1),
         "kernel_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1),
