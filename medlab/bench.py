@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import pandas as pd
 
 from medlab import notebooks, results
 from medlab.runtime import PROFILE_BUDGET_S, choose_device, environment_record
@@ -43,6 +44,12 @@ def measure(source: Path, profile: str, parameters: dict[str, Any] | None = None
         else np.array([])
     )
     budget = PROFILE_BUDGET_S[profile]
+    throughput = {}
+    if "experiment" in frame:  # chapters that measure their step against a plain loop record it
+        for _, row in frame[frame["experiment"] == "throughput"].iterrows():
+            metrics = {k[len("metrics."):]: v for k, v in row.items() if k.startswith("metrics.") and pd.notna(v)}
+            throughput[row["variant"]] = metrics
+        frame = frame[frame["experiment"] != "throughput"]
     return {
         "wall_s": executed["wall_s"],
         "budget_s": budget,
@@ -50,6 +57,7 @@ def measure(source: Path, profile: str, parameters: dict[str, Any] | None = None
         "runs": int(len(frame)),
         "train_samples_per_s": float(np.median(speeds)) if speeds.size else None,
         "peak_memory_mb": float(peaks.max()) if peaks.size else None,
+        "throughput": throughput,
         "parameters": parameters or {},
         "environment": environment_record(choose_device()),
     }
@@ -79,5 +87,12 @@ def run(chapters: Sequence[str] | None, profiles: Sequence[str]) -> list[dict[st
                 else f"  {measured['wall_s']:.0f} s ({budget}) {status} -> {path}",
                 flush=True,
             )
+            for name, values in measured["throughput"].items():
+                print(
+                    f"  {name}: {values.get('device_images_per_s', float('nan')):.0f} images/s "
+                    f"(plain fp32 loop: {values.get('plain_images_per_s', float('nan')):.0f}; "
+                    f"x{values.get('speedup', float('nan')):.2f})",
+                    flush=True,
+                )
             rows.append({"chapter": slug, "profile": profile, **measured})
     return rows
