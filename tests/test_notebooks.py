@@ -73,9 +73,16 @@ def test_notebooks_use_only_the_public_package(source):
         "medlab.runtime",
         "medlab.papers",
     }
+    # the data package's generators and readers are public modules too (no private ones)
+    public_data = ("medlab.data.synth.", "medlab.data.formats.")
+
+    def is_public(module: str) -> bool:
+        parts = module.split(".")
+        return module in allowed or (module.startswith(public_data) and not any(p.startswith("_") for p in parts))
+
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("medlab"):
-            assert node.module in allowed, f"{source.name} imports from {node.module}"
+            assert is_public(node.module), f"{source.name} imports from {node.module}"
         if isinstance(node, ast.Import):
             for alias in node.names:
                 if alias.name.startswith("medlab"):
@@ -103,7 +110,9 @@ def test_chapter_runs_at_the_smoke_profile(source, tmp_path, monkeypatch):
     assert any("image/png" in o.get("data", {}) for o in outputs), "the chapter drew no figure"
     slug = notebooks.slug_of(source)
     frame = results.load(chapter=slug, profile="smoke", root=tmp_path / "results")
-    assert len(frame) > 0 and frame["metrics.balanced_accuracy"].notna().all()
+    metric_columns = [c for c in frame.columns if c.startswith("metrics.")]
+    assert len(frame) > 0 and metric_columns
+    assert frame[metric_columns].notna().any(axis=1).all(), "a run recorded no metric"
     record_file = next((tmp_path / "results" / "smoke" / slug).glob("*.json"))
     stored = json.loads(record_file.read_text())
     assert stored["environment"]["packages"]["torch"] and stored["dataset"]["kind"] == "synthetic"
