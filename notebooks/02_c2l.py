@@ -289,7 +289,6 @@ downstream["labels"] = downstream["params.fraction"].map(lambda f: f"{f:.0%}")
 # than MoCo's, so compare shapes, not levels.
 
 # %%
-pretraining = [m for m in [*config.pretrain_methods, *config.ablation_methods]]
 fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
 for ax, (key, label) in zip(axes, {"train/loss": "pretraining loss", "train/accuracy": "pretext accuracy"}.items()):
     series = {

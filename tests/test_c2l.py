@@ -292,7 +292,7 @@ def test_findings_are_written_from_the_records():
         rows.append({"experiment": "ablation", "seed": seed, "params.init": "c2l_no_mixed", "params.protocol": "probe",
                      "params.fraction": 1.0, "metrics.mean_auroc": 0.68 - 0.01 * seed})
     text = c2l.findings(pd.DataFrame(rows))
-    assert text.startswith("**Overall.** Fine-tuning from C2L beats training from scratch at every share")
+    assert text.startswith("**Overall.** After fine-tuning, C2L's mean AUROC is above training from scratch at every share")
     assert "at 2 of 2 shares" in text
     assert "+5.0 points ± 0.0 vs from scratch (ahead on 3/3 seeds)" in text
     assert "C2L w/o l(q~, k~) -3.0 points ± 1.0" in text

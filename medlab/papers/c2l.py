@@ -1263,11 +1263,11 @@ def findings(frame) -> str:
         above = sum(v > 0 for v in versus_scratch)
         n = len(versus_scratch)
         if above == n:
-            verdict = "Fine-tuning from C2L beats training from scratch at every share of the labels"
+            verdict = "After fine-tuning, C2L's mean AUROC is above training from scratch at every share of the labels"
         elif above == 0:
-            verdict = "Fine-tuning from C2L does not beat training from scratch at any share of the labels"
+            verdict = "After fine-tuning, C2L's mean AUROC is not above training from scratch at any share of the labels"
         else:
-            verdict = f"Fine-tuning from C2L beats training from scratch at {above} of {n} shares of the labels"
+            verdict = f"After fine-tuning, C2L's mean AUROC is above training from scratch at {above} of {n} shares of the labels"
         if versus_moco:
             above_moco = sum(v > 0 for v in versus_moco)
             verdict += (
