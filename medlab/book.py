@@ -99,16 +99,22 @@ def benchmarks_page(root: Path | None = None) -> str:
             module = importlib.import_module(f"medlab.papers.{slug}")
         except ImportError:
             continue
-        spec = getattr(module, "BENCHMARK_TABLE", None)
-        if spec is None:
+        specs = getattr(module, "BENCHMARK_TABLE", None)
+        if specs is None:
             continue
+        specs = [specs] if isinstance(specs, dict) else list(specs)  # one table or several
         lines += [f"## {title}", ""]
-        for profile in ("demo", "paper"):
+        for profile, spec in ((p, s) for p in ("demo", "paper") for s in specs):
             frame = results.load(chapter=slug, profile=profile, root=results_dir)
             if frame.empty:
-                lines += [f"**{profile} profile**: no records yet.", ""]
+                if spec is specs[0]:
+                    lines += [f"**{profile} profile**: no records yet.", ""]
                 continue
             frame = frame[frame["experiment"].isin(spec["experiments"])]
+            for column, value in spec.get("filter", {}).items():
+                frame = frame[frame[column] == value]
+            if frame.empty:
+                continue
             # stable sorts from the innermost key out: the first key of "order" ends up outermost
             for column, order in reversed(list(spec.get("order", {}).items())):
                 key = None if order is None else (lambda v, order=order: v.map(order.index))

@@ -92,6 +92,13 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 1 if over and args.fail_over_budget else 0
 
 
+def _counts(info: dict) -> str:
+    for key in ("class_counts", "finding_counts", "grade_counts"):
+        if key in info:
+            return f"{key.replace('_', ' ')} {info[key]}"
+    return "no counts"
+
+
 def _cmd_data(args: argparse.Namespace) -> int:
     from medlab import data
 
@@ -113,8 +120,7 @@ def _cmd_data(args: argparse.Namespace) -> int:
                 dataset[i]
         print(
             f"{split:9s}: {len(dataset)} samples, "
-            + (f"class counts {dataset.info['class_counts']}" if "class_counts" in dataset.info
-               else f"finding counts {dataset.info.get('finding_counts')}")
+            + _counts(dataset.info)
             + (" (all decoded)" if args.decode else "")
         )
     return 0

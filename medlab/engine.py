@@ -84,12 +84,16 @@ def _epoch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch * 7_919) % 2**63
 
 
+_CHANNELS_LAST = {4: torch.channels_last, 5: torch.channels_last_3d}  # images, volumes
+
+
 def to_device(batch: Any, device: torch.device, channels_last: bool = False) -> Any:
-    """Move every tensor in a (nested) batch to ``device``; 4-D float tensors optionally channels-last."""
+    """Move every tensor in a (nested) batch to ``device``; float images (4-D) and volumes (5-D)
+    optionally channels-last."""
     if isinstance(batch, torch.Tensor):
         moved = batch.to(device, non_blocking=True)
-        if channels_last and moved.dim() == 4 and moved.is_floating_point():
-            moved = moved.contiguous(memory_format=torch.channels_last)
+        if channels_last and moved.dim() in _CHANNELS_LAST and moved.is_floating_point():
+            moved = moved.contiguous(memory_format=_CHANNELS_LAST[moved.dim()])
         return moved
     if isinstance(batch, Mapping):
         return {k: to_device(v, device, channels_last) for k, v in batch.items()}
@@ -97,6 +101,15 @@ def to_device(batch: Any, device: torch.device, channels_last: bool = False) -> 
         moved = [to_device(v, device, channels_last) for v in batch]
         return type(batch)(moved) if isinstance(batch, tuple) and not hasattr(batch, "_fields") else moved
     return batch
+
+
+def to_channels_last(model: torch.nn.Module) -> torch.nn.Module:
+    """Store the 2D (4-D) and 3D (5-D) convolution weights of ``model`` channels-last, in place."""
+    with torch.no_grad():
+        for tensor in (*model.parameters(), *model.buffers()):
+            if tensor.dim() in _CHANNELS_LAST:
+                tensor.data = tensor.data.contiguous(memory_format=_CHANNELS_LAST[tensor.dim()])
+    return model
 
 
 def autocast_for(device: torch.device, enabled: bool = True):
@@ -202,7 +215,7 @@ def fit(
     run_dir.mkdir(parents=True, exist_ok=True)
     model.to(device)
     if channels_last:
-        model.to(memory_format=torch.channels_last)
+        to_channels_last(model)
 
     use_amp = amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and not torch.cuda.is_bf16_supported())

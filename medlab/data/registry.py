@@ -122,3 +122,63 @@ def _chestxray14(
         n=n, image_size=image_size, prevalence_floor=prevalence_floor, seed=seed * 10 + _SPLIT_OFFSET[split]
     )
     return SyntheticChestXrays(spec, transform=transform)
+
+
+@register(
+    "head_ct",
+    "Head CT volumes, haemorrhage type (none, intraparenchymal, subdural, intraventricular); synthetic only",
+    splits=SPLITS,
+)
+def _head_ct(
+    split: str,
+    data_dir: Path | None,
+    size: int = 32,
+    n: int | None = None,
+    seed: int = 2019,
+    transform: Callable | None = None,
+) -> Dataset:
+    if data_dir is not None:
+        raise ValueError(
+            f"data_dir={str(data_dir)!r}: the head CT set of the Rubik's cube paper (1,486 scans from the "
+            "authors' hospital) is private, so medlab has no reader for it; leave data_dir unset for the "
+            "synthetic head CTs (data/README.md, BraTS section)"
+        )
+    from medlab.data.synth.brains3d import SyntheticHeadCTs, SyntheticHeadCTSpec
+
+    if n is None:
+        raise ValueError("the synthetic head CTs need n, the number of volumes of the split")
+    return SyntheticHeadCTs(
+        SyntheticHeadCTSpec(n=n, size=size, seed=seed * 10 + _SPLIT_OFFSET[split]), transform=transform
+    )
+
+
+@register(
+    "brats",
+    "BraTS 2018-2020 brain MR (t1, t1ce, t2, flair) with tumour sub-region masks; synthetic look-alike without data_dir",
+    splits=SPLITS,
+)
+def _brats(
+    split: str,
+    data_dir: Path | None,
+    size: int = 32,
+    n: int | None = None,
+    seed: int = 2019,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.15,
+    transform: Callable | None = None,
+) -> Dataset:
+    if data_dir is not None:
+        from medlab.data.formats.brats import BraTS
+
+        if n is not None:
+            raise ValueError("n (the number of synthetic volumes) cannot be set for the real BraTS data")
+        return BraTS(
+            data_dir, split, size=size, val_fraction=val_fraction, test_fraction=test_fraction, transform=transform
+        )
+    from medlab.data.synth.brains3d import SyntheticBrainTumours, SyntheticBrainTumourSpec
+
+    if n is None:
+        raise ValueError("the synthetic brain tumour volumes need n, the number of volumes of the split")
+    return SyntheticBrainTumours(
+        SyntheticBrainTumourSpec(n=n, size=size, seed=seed * 10 + _SPLIT_OFFSET[split]), transform=transform
+    )

@@ -38,6 +38,7 @@ from torch.utils.data import Dataset, TensorDataset
 from medlab import data as datasets
 from medlab import engine, metrics, runtime
 from medlab.augment import cutout, intensity_jitter, random_affine_crop
+from medlab.data.subsets import RepeatedSubset, random_subset
 from medlab.experiment import RunOutput, fingerprint, run_dir_for, run_once
 from medlab.nets.backbones import IMAGENET_MEAN, IMAGENET_STD, Backbone, backbone, narrow_resnet18
 
@@ -291,25 +292,7 @@ def label_subset(n: int, fraction: float, seed: int) -> np.ndarray:
     """The indices of a ``fraction`` of ``n`` labeled images (at least one), drawn by ``seed``."""
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction must be in (0, 1], got {fraction}")
-    count = max(1, int(round(fraction * n)))
-    return np.sort(np.random.default_rng(10_007 + seed).permutation(n)[:count])
-
-
-class RepeatedSubset(Dataset):
-    """``indices`` of ``dataset``, repeated so that one epoch holds at least ``min_length`` samples
-    (a 1% subset still gets enough steps per epoch; every sample appears equally often)."""
-
-    def __init__(self, dataset: Dataset, indices: Sequence[int], min_length: int = 0):
-        if len(indices) == 0:
-            raise ValueError("an empty subset")
-        self.dataset, self.indices = dataset, np.asarray(indices)
-        self.repeats = max(1, math.ceil(min_length / len(self.indices)))
-
-    def __len__(self) -> int:
-        return len(self.indices) * self.repeats
-
-    def __getitem__(self, index: int):
-        return self.dataset[int(self.indices[index % len(self.indices)])]
+    return random_subset(n, max(1, int(round(fraction * n))), seed)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,431 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 3. Rubik's cube recovery: 3D self-supervised pretraining
+#
+# **Paper.** Xinrui Zhuang, Yuexiang Li, Yifan Hu, Kai Ma, Yujiu Yang, Yefeng Zheng. *Self-supervised
+# Feature Learning for 3D Medical Images by Playing a Rubik's Cube.* MICCAI 2019.
+# [arXiv:1910.02241](https://arxiv.org/abs/1910.02241).
+#
+# **The idea.** Labelled 3D scans are scarce, and networks for volumes are usually trained from scratch
+# because there is no "ImageNet for 3D". The paper invents a puzzle that any unlabelled scan provides for
+# free: cut the volume into a 2x2x2 arrangement of cubes, shuffle the cubes and turn some of them upside
+# down, and train a network to say how the cubes were shuffled (the *rearrangement*) and which were
+# turned (the *rotation*). To solve it, the network must know what a brain looks like in 3D: which
+# structures sit above, in front of and beside which. The network that learned the puzzle then
+# initialises networks for the real tasks: classifying brain haemorrhage on CT and segmenting brain
+# tumours on MR.
+#
+# ```{admonition} What this chapter is built from
+# :class: note
+# The paper's abstract and public descriptions of its method could be read for this book; its full text
+# and code could not. The method below follows that description (a 2x2x2 cube, a random gap between cubes,
+# a permutation set chosen by Hamming distance, 180-degree rotations about the horizontal and vertical
+# axes predicted as multi-label outputs, eight weight-sharing branches); every detail it leaves open is
+# chosen here and listed in the deviation ledger at the end. No headline number of the paper could be
+# verified, so none is quoted.
+# ```
+#
+# **Results.** The section *What the runs show* sums up, from the runs' records, whether Rubik's cube
+# pretraining beat training from scratch on the synthetic demo data.
+#
+# **Resource card.** Measured by `medlab bench` on this book's machines (generated from the benchmark
+# records in `results/bench/rubik/`):
+
+# %% tags=["remove-input"]
+from medlab.results import resource_card
+
+resource_card("rubik").set_index("profile")
+
+# %% [markdown]
+# ## Parameters and setup
+#
+# The first cell installs the book's package when it is missing (on Colab). The `parameters` cell is
+# what papermill and `medlab run` override: `profile` is `smoke` (seconds, for CI), `demo` (the book,
+# minutes on a CPU) or `paper` (BraTS from `data_dir`, larger volumes and networks, one GPU). Any other
+# setting of `medlab.papers.rubik.Settings` can be passed through `overrides`, or on the command line as
+# `medlab run rubik -p num_permutations 100`.
+
+# %%
+import importlib.util
+import subprocess
+import sys
+
+PACKAGE = "medlab @ git+https://github.com/medlab-book/medlab"
+if importlib.util.find_spec("medlab") is None:  # e.g. on Colab: install the book's package
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", PACKAGE], check=True)
+
+# %% tags=["parameters"]
+import os
+
+profile = os.environ.get("MEDLAB_PROFILE", "demo")  # smoke | demo | paper
+data_dir = None  # BraTS training data in its official layout (segmentation task); None = synthetic volumes
+device = None  # None = automatic (cuda > mps > cpu); or "cpu", "cuda", "mps"
+seeds = None  # e.g. [0, 1, 2] or "0,1,2"; None = the profile's
+pretrain_epochs = None  # None = the profile's
+label_counts = None  # labeled volumes per fine-tuning run, e.g. "16,64"; None = the profile's
+overrides = {}  # any other setting, e.g. {"num_permutations": 100}
+
+# %%
+import dataclasses
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+from IPython.display import Markdown, display
+
+import medlab
+from medlab import plots, results
+from medlab.papers import rubik
+
+profile = medlab.resolve_profile(profile)
+config = rubik.settings(profile, seeds=seeds, pretrain_epochs=pretrain_epochs, label_counts=label_counts, **overrides)
+if profile == "paper" and data_dir is None:
+    raise ValueError("the paper profile needs the real BraTS data: set data_dir (data/README.md)")
+device = medlab.choose_device(device)
+medlab.seed_everything(0)
+environment = medlab.environment_record(device)
+commit = (environment["git"] or {}).get("commit", "unknown")[:10]
+print(f"profile {profile}; device {device} ({environment['device'].get('name')}); commit {commit}")
+print(f"torch {torch.__version__}; medlab {medlab.__version__}")
+pd.Series({k: str(v) for k, v in dataclasses.asdict(config).items()}, name=profile).to_frame()
+
+# %% [markdown]
+# ## The problem and the idea
+#
+# **The puzzle.** A volume $x$ is cut into eight cubes $c_1, \dots, c_8$ of side $s$, in a 2x2x2
+# arrangement. Between neighbouring cubes a random gap of $0$ to $S - 2s$ voxels is left out ($S$ is the
+# volume's side), so that the network cannot solve the puzzle by matching the cubes' touching faces: it
+# must recognise anatomy. The cubes are then put in a new order, one of a fixed set of $K$ permutations
+# chosen so that any two of them differ in as many positions as possible:
+#
+# $$
+# \mathcal{P} = \{p_1, \dots, p_K\}, \qquad p_{k+1} = \arg\max_{p \in S_8 \setminus \mathcal{P}_k}\ \min_{q \in \mathcal{P}_k} d_H(p, q) , \tag{1}
+# $$
+#
+# where $d_H$ counts the positions in which two orderings differ and $\mathcal{P}_k$ holds the first $k$
+# chosen (starting from the identity). Predicting which permutation was applied is a $K$-way
+# classification, trained with cross-entropy:
+#
+# $$
+# \mathcal{L}_P = -\sum_{k=1}^{K} y_k \log \mathrm{softmax}(z)_k . \tag{2}
+# $$
+#
+# **Rotations.** Each cube, in its new place, is turned by 180 degrees about the horizontal axis or not,
+# and about the vertical axis or not (both: 180 degrees about the third axis). The network predicts these
+# $2 \times 8$ yes/no labels $r_{ia}$ with a sigmoid per label:
+#
+# $$
+# \mathcal{L}_R = -\frac{1}{2M} \sum_{i=1}^{M} \sum_{a \in \{h, v\}} \big[ r_{ia} \log \sigma(g_{ia}) + (1 - r_{ia}) \log(1 - \sigma(g_{ia})) \big], \quad M = 8 . \tag{3}
+# $$
+#
+# Telling which way up a cube is needs the orientation of the anatomy inside it; telling the order needs
+# the relative position of the cubes. The two tasks are trained together:
+#
+# $$
+# \mathcal{L} = \alpha\, \mathcal{L}_P + \beta\, \mathcal{L}_R . \tag{4}
+# $$
+#
+# **The network.** Eight branches with shared weights (a *Siamese-Octad*) each encode one cube with the
+# same 3D convolutional encoder; their features are concatenated and two fully connected heads predict
+# the permutation and the rotations. After pretraining, the branch encoder initialises the downstream
+# networks: a 3D classifier (encoder, pooling, linear layer) and the encoder half of a 3D U-Net.
+#
+# **What we compare.** Each downstream network trained from scratch and from the Rubik's cube encoder,
+# with few and with more labelled volumes; and, as the paper's ablation, encoders pretrained on the
+# rearrangement alone ($\beta = 0$, cubes not rotated) and on the rotation alone ($\alpha = 0$, cubes
+# not moved).
+
+# %% [markdown]
+# ## Data
+#
+# The paper's classification data (1,486 head CT scans with haemorrhage labels from the authors'
+# hospital) are private; its segmentation data are BraTS-2018. The demo uses **synthetic** volumes built
+# on the real MNI152 template and its grey- and white-matter maps, which ship with the `nilearn` package
+# (`medlab.data.synth.brains3d`): every subject gets a random smooth deformation of the template, its own
+# tissue contrasts, intensity non-uniformity and noise.
+#
+# * **Head CT, haemorrhage type** (classification, 4 classes): a skull, brain tissue at CT densities
+#   in a brain window, and no haemorrhage or a hyperdense haemorrhage inside the brain
+#   (intraparenchymal), along its surface (subdural) or in the ventricles (intraventricular).
+#   Calcifications, which are also bright, occur in every class.
+# * **Brain MR with a tumour** (segmentation, BraTS's four contrasts T1, T1ce, T2, FLAIR): an
+#   infiltrating tumour with a necrotic core, an enhancing rim and oedema, labelled as in BraTS.
+#
+# Each task has a large unlabelled pool for pretraining and a small labelled set for fine-tuning. Set
+# `data_dir` to a BraTS training release (layout in `data/README.md`; `medlab data check brats /path`
+# validates it) to run the segmentation task on real scans.
+
+# %%
+tasks = {task: rubik.load_data(config, task, data_dir) for task in config.tasks}
+pd.DataFrame(
+    {
+        task: {split: len(getattr(d, split)) for split in ("unlabeled", "train", "val", "test")}
+        | {"channels": d.in_channels, "data": d.info["kind"]}
+        for task, d in tasks.items()
+    }
+)
+
+# %% [markdown]
+# One head CT volume per class, in three orthogonal slices through the volume's centre:
+
+# %%
+if "classification" in tasks:
+    ct = tasks["classification"]
+    labels = rubik.targets_of(ct.train).numpy()
+    fig, axes = plt.subplots(3, len(ct.classes), figsize=(2.6 * len(ct.classes), 7.5))
+    for c, name in enumerate(ct.classes):
+        index = int(np.flatnonzero(labels == c)[0]) if (labels == c).any() else 0
+        volume = ct.train[index][0][0].numpy()
+        for r, image in enumerate(rubik.orthogonal_slices(volume)):
+            axes[r, c].imshow(np.rot90(image), cmap="gray", vmin=-1, vmax=1)
+            axes[r, c].axis("off")
+        axes[0, c].set_title(name, fontsize=9)
+    fig.tight_layout()
+
+# %% [markdown]
+# One brain MR volume: its four contrasts and the tumour labels (red: necrotic core, green: oedema,
+# yellow: enhancing tumour), in the axial slice through the tumour's centre:
+
+# %%
+if "segmentation" in tasks:
+    mr = tasks["segmentation"]
+    volume, mask = mr.train[0]
+    tumour = np.argwhere(mask.numpy() > 0)
+    z = int(np.median(tumour[:, 2])) if len(tumour) else mask.shape[2] // 2
+    colours = plt.matplotlib.colors.ListedColormap(["none", "red", "limegreen", "yellow"])
+    names = getattr(mr.train, "modalities", ("t1", "t1ce", "t2", "flair"))
+    fig, axes = plt.subplots(1, 5, figsize=(13, 2.9))
+    for ax, channel, name in zip(axes, volume, names):
+        ax.imshow(np.rot90(channel[:, :, z].numpy()), cmap="gray", vmin=-1, vmax=1)
+        ax.set_title(name)
+        ax.axis("off")
+    axes[4].imshow(np.rot90(volume[-1, :, :, z].numpy()), cmap="gray", vmin=-1, vmax=1)
+    axes[4].imshow(np.rot90(mask[:, :, z].numpy()), cmap=colours, vmin=0, vmax=3, alpha=0.6, interpolation="nearest")
+    axes[4].set_title("labels on FLAIR")
+    axes[4].axis("off")
+    fig.tight_layout()
+
+# %% [markdown]
+# How the classes and tumour sub-regions are distributed in the labelled and test sets:
+
+# %%
+summary = {}
+if "classification" in tasks:
+    for split in ("train", "test"):
+        counts = np.bincount(rubik.targets_of(getattr(ct, split)).numpy(), minlength=len(ct.classes))
+        summary[f"CT {split} volumes"] = pd.Series(counts, index=ct.classes)
+if "segmentation" in tasks:
+    for split in ("train", "test"):
+        masks = rubik.targets_of(getattr(mr, split))
+        share = [(masks == k).float().mean().item() * 100 for k in range(len(mr.classes))]
+        summary[f"MR {split} voxels %"] = pd.Series(share, index=mr.classes).round(2)
+pd.DataFrame(summary)
+
+# %% [markdown]
+# ## Method: the code
+#
+# The permutation set (Eq. 1). With the profile's $K$, the smallest Hamming distance between two of its
+# permutations is shown below (8 would mean every cube moves):
+
+# %%
+plots.show_source(rubik.permutation_set)
+permutations = rubik.permutation_set(config.num_permutations)
+print(f"K = {len(permutations)} permutations, minimum Hamming distance {rubik.min_hamming_distance(permutations)}")
+
+# %% [markdown]
+# Cutting the cubes with random gaps, and scrambling them: everything is tensor indexing on the device,
+# for the whole batch at once.
+
+# %%
+plots.show_source(rubik.random_layout, rubik.cut_cubes, rubik.scramble, rubik.make_proxy_batch)
+
+# %% [markdown]
+# The Siamese-Octad and the losses (Eq. 2 to 4):
+
+# %%
+plots.show_source(rubik.SiameseOctad, rubik.rearrangement_loss, rubik.rotation_loss, rubik.proxy_losses)
+
+# %% [markdown]
+# A puzzle as the network sees it. Rows: the volume; its eight cubes with the random gaps (grey bars);
+# the cubes rearranged and turned; and the arrangement recovered by inverting the true labels (the
+# check the unit tests make for every puzzle). The slices pass through the first layer of cubes.
+
+# %%
+first_task = tasks[config.tasks[0]]
+fig = rubik.puzzle_figure(first_task.val[0][0], config)
+
+# %% [markdown]
+# ## Training
+#
+# First the Siamese-Octad is pretrained on each task's unlabelled pool, over the profile's seeds (the
+# full puzzle, and for the ablation the rearrangement or the rotation alone). Then every downstream
+# network is fine-tuned from one of those encoders or from scratch, on each number of labelled volumes
+# (the subset is drawn per seed, the same for every initialisation); the epoch with the best validation
+# score (macro F1, or mean Dice over the three tumour regions) is kept. On a CPU the runs go to parallel
+# worker processes. Each run writes its results record under `results/<profile>/rubik/` as it finishes
+# and checkpoints every epoch under `runs/`: rerunning the cell after an interruption resumes where it
+# stopped.
+
+# %%
+records = rubik.run_grid(config, profile=profile, device=device, data_dir=data_dir)
+frame = results.to_frame(records)
+downstream = frame[frame["experiment"] != "pretrain"].copy()
+downstream["init"] = downstream["params.init"].map(rubik.INIT_LABELS)
+downstream["labels"] = downstream["params.labels"]
+
+# %% [markdown]
+# How well the puzzle is learned: accuracy on held-out puzzles (fixed, made from validation volumes)
+# after every pretraining epoch, mean ± std over seeds. Chance is $1/K$ for the permutation and 50% per
+# rotation label.
+
+# %%
+for task in config.tasks:
+    fig = rubik.proxy_curves_figure(records, task)
+
+# %% [markdown]
+# The same puzzle as above, now recovered with the labels the pretrained network (seed 0) predicts:
+
+# %%
+proxy_model = rubik.pretrain_run_dir(config, first_task.task, "rubik", config.seeds[0], profile, data_dir) / rubik.PROXY_MODEL_FILE
+fig = rubik.puzzle_figure(first_task.val[0][0], config, proxy_model_path=proxy_model)
+
+# %% [markdown]
+# ## Evaluation
+#
+# **Classification** of the haemorrhage type on the test volumes (%, mean ± std over seeds):
+
+# %%
+def task_table(task: str, experiment: str = "label_efficiency") -> pd.DataFrame:
+    rows = downstream[(downstream["params.task"] == task) & (downstream["experiment"] == experiment)]
+    names = rubik.TASK_METRICS[task]
+    percent = [m for m in names if not m.startswith("hd95")]
+    return results.summarize(rows, list(names), by=("init", "labels"), percent=percent, names=names)
+
+
+if "classification" in config.tasks:
+    display(task_table("classification"))
+
+# %% [markdown]
+# **Segmentation** of the tumour regions as BraTS scores them: whole tumour (WT: all labels), tumour core
+# (TC: necrosis and enhancing tumour) and enhancing tumour (ET); Dice in %, HD95 (MONAI) in voxels of the
+# chapter's grid. A region missing from both the prediction and the truth scores Dice 100 and HD95 0;
+# missing from one of them, Dice 0 and HD95 the volume's diagonal, as in the BraTS evaluation.
+
+# %%
+if "segmentation" in config.tasks:
+    display(task_table("segmentation"))
+
+# %% [markdown]
+# The headline score of each task against the number of labelled volumes (error bars: std over seeds):
+
+# %%
+fig = rubik.label_efficiency_figure(downstream)
+
+# %% [markdown]
+# Learning curves: the validation score after every fine-tuning epoch with the fewest labels, mean ± std
+# over seeds. A pretrained encoder that helps shows up as a faster start.
+
+# %%
+for task in config.tasks:
+    fig = rubik.finetune_curves_figure(records, task, min(config.label_counts))
+
+# %% [markdown]
+# ## Ablation
+#
+# The paper's ablation: the encoder pretrained on the rearrangement only, on the rotation only, and on
+# both, each fine-tuned with the same labelled volumes (the rows with the profile's `ablation_labels`);
+# training from scratch for reference. The last columns are the held-out puzzle accuracies at the end of
+# pretraining.
+
+# %%
+for task in config.ablation_tasks:
+    if task not in config.tasks:
+        continue
+    rows = downstream[
+        (downstream["params.task"] == task)
+        & (downstream["params.labels"] == config.ablation_labels)
+        & downstream["experiment"].isin(["ablation", "label_efficiency"])
+    ]
+    pretext = frame[(frame["experiment"] == "pretrain") & (frame["params.task"] == task)]
+    pretext = pretext[["params.method", "seed", "metrics.val_permutation_accuracy", "metrics.val_rotation_accuracy"]]
+    pretext.columns = ["params.init", "seed", "metrics.puzzle_permutation", "metrics.puzzle_rotation"]
+    merged = rows.merge(pretext, on=["params.init", "seed"], how="left")
+    metric = rubik.HEADLINE[task]
+    display(Markdown(f"**{task}**, {config.ablation_labels} labelled volumes:"))
+    display(
+        results.summarize(
+            merged, [metric, "puzzle_permutation", "puzzle_rotation"], by=("init",),
+            percent=[metric, "puzzle_permutation", "puzzle_rotation"],
+            names={metric: f"test {metric.replace('_', ' ')} %", "puzzle_permutation": "puzzle permutation acc. %",
+                   "puzzle_rotation": "puzzle rotation acc. %"},
+        )
+    )
+
+# %% [markdown]
+# ## What the runs show
+#
+# Written from the results records of this execution, paired by seed (with three seeds a paired t-test
+# has little power; read the p-values as a guide, not a verdict):
+
+# %%
+display(Markdown(rubik.findings(downstream)))
+
+# %% [markdown]
+# ## Performance
+#
+# 3D convolutions dominate the cost. The chapter's pretraining step cuts, rearranges and rotates the
+# cubes on the device for the whole batch, runs channels-last (3D) with mixed precision on CUDA and never
+# waits for the device inside the loop. Below, in the same process, its throughput in voxels per second
+# (of the cubes the network sees) beside a plain loop of the same model: fp32, channels-first, puzzles
+# made volume by volume on the host in the DataLoader, the loss read back after every step. The record is
+# what `medlab bench` reports.
+
+# %%
+throughput = rubik.record_throughput(
+    config, first_task, profile=profile, device=device, steps=3 if profile == "smoke" else 8
+)
+pd.Series(throughput["metrics"]).map(lambda v: f"{v:,.2f}").to_frame(f"{device} ({environment['device'].get('name')})")
+
+# %% [markdown]
+# **Try it.** `medlab run rubik -p pretrain_epochs 40` (the demo's pretraining is short),
+# `-p num_permutations 100`, `-p overrides '{"rotation_weight": 0.5}'`, or
+# `--profile paper -p data_dir /path/to/MICCAI_BraTS_2018_Data_Training` on a GPU.
+#
+# ## Reproduction notes
+#
+# **The paper's numbers.** Not quoted: the full text could not be read for this book, and no number from
+# it could be verified. The `paper` profile runs the chapter's grid on BraTS (segmentation) at 64-voxel
+# volumes with a wider network and 100 permutations; its records appear on the benchmarks page when they
+# exist. The demo runs on synthetic volumes at a teaching scale (32-voxel volumes, minutes of pretraining
+# on a CPU): it shows the method working end to end and what it does at this scale, not whether the
+# paper's results hold.
+#
+# **Deviation ledger.**
+#
+# | What | The paper | This chapter | Why |
+# |---|---|---|---|
+# | Classification data | 1,486 head CT scans, private, 4 classes | synthetic head CTs from the MNI152 template: no haemorrhage, intraparenchymal, subdural, intraventricular | the paper's set is private; the classes are our choice of four common CT findings |
+# | Segmentation data | BraTS-2018 | demo: synthetic 4-contrast MR with BraTS labels; paper profile: BraTS from `data_dir`, cropped to the brain and resampled to 64 voxels | CPU budget; the real data need registration |
+# | Volume and cube size | not known to us (gap of about 10 voxels) | demo: 32-voxel volumes, 12-voxel cubes, gap 0-8 voxels; paper profile: 64 and 24, gap 0-16 | the demo trains 39 runs in its budget on 2 CPU cores; the gap range is what the volume leaves |
+# | Permutation set | $K$ chosen by Hamming distance ($K$ not known to us) | greedy maximin selection starting at the identity (Eq. 1); demo $K = 24$ (min. distance 7), paper profile 100 | Noroozi and Favaro's selection; a small $K$ suits short pretraining |
+# | Rotations | 180° about the horizontal and vertical axes, as two 1×8 multi-label vectors | the same; a cube may get both turns (180° about the third axis); rotation bits drawn independently with p = 1/2 | the description implies independent labels |
+# | Loss weights | $\alpha$, $\beta$ not known to us | $\alpha = \beta = 1$, rotation BCE averaged over the 16 labels | the simplest choice |
+# | Branch network | 3D VGG (classification) / 3D U-Net encoder (segmentation) | one VGG-style encoder for both (two 3x3x3 convolutions per stage; demo widths 8-16-32, paper profile 16-32-64-128); the U-Net's decoder is added at fine-tuning | the two are the same kind of network; one encoder keeps the comparison simple |
+# | Intensities | cube intensities normalised to [-1, 1] | volumes normalised to [-1, 1] once (background -1), not per cube | keeps the contrast between cubes, which the position of anatomy shows |
+# | Optimiser | not known to us | AdamW with a one-cycle schedule for pretraining and fine-tuning; fine-tuning: cross-entropy (classification), cross-entropy + soft Dice (MONAI, segmentation), left-right flips; epoch chosen on the validation split | common defaults for small 3D networks |
+# | Labelled set sizes | not known to us | demo: 16 and 64 labelled volumes (each run sees at least 64 volumes per epoch); ablation at 16 and on classification only | label efficiency is where pretraining should matter; the budget allows one ablation task in the demo (the paper profile runs both) |
