@@ -298,6 +298,11 @@ for task in config.tasks:
     fig = rubik.proxy_curves_figure(records, task)
 
 # %% [markdown]
+# Reading the curves: in the full puzzle a cube turned by 180 degrees can look much like another cube of
+# the arrangement left unturned (a head is roughly symmetric), so judging a turn needs to know which cube
+# sits in each slot first. In the rotation-only puzzle every cube stays in its place and a turn shows as
+# anatomy that does not belong there. Compare the rotation curves of the two variants.
+#
 # The same puzzle as above, now recovered with the labels the pretrained network (seed 0) predicts:
 
 # %%
@@ -421,7 +426,7 @@ pd.Series(throughput["metrics"]).map(lambda v: f"{v:,.2f}").to_frame(f"{device} 
 # |---|---|---|---|
 # | Classification data | 1,486 head CT scans, private, 4 classes | synthetic head CTs from the MNI152 template: no haemorrhage, intraparenchymal, subdural, intraventricular | the paper's set is private; the classes are our choice of four common CT findings |
 # | Segmentation data | BraTS-2018 | demo: synthetic 4-contrast MR with BraTS labels; paper profile: BraTS from `data_dir`, cropped to the brain and resampled to 64 voxels | CPU budget; the real data need registration |
-# | Volume and cube size | not known to us (gap of about 10 voxels) | demo: 32-voxel volumes, 12-voxel cubes, gap 0-8 voxels; paper profile: 64 and 24, gap 0-16 | the demo trains 39 runs in its budget on 2 CPU cores; the gap range is what the volume leaves |
+# | Volume and cube size | not known to us (gap of about 10 voxels) | demo: 32-voxel volumes, 12-voxel cubes, gap 0-8 voxels; paper profile: 64 and 24, gap 0-16 | the demo trains 42 runs in its budget on 2 CPU cores; the gap range is what the volume leaves |
 # | Permutation set | $K$ chosen by Hamming distance ($K$ not known to us) | greedy maximin selection starting at the identity (Eq. 1); demo $K = 24$ (min. distance 7), paper profile 100 | Noroozi and Favaro's selection; a small $K$ suits short pretraining |
 # | Rotations | 180° about the horizontal and vertical axes, as two 1×8 multi-label vectors | the same; a cube may get both turns (180° about the third axis); rotation bits drawn independently with p = 1/2 | the description implies independent labels |
 # | Loss weights | $\alpha$, $\beta$ not known to us | $\alpha = \beta = 1$, rotation BCE averaged over the 16 labels | the simplest choice |
