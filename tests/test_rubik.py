@@ -216,8 +216,8 @@ def test_grid_pretrains_before_it_fine_tunes_and_pairs_initialisations():
     config = rubik.settings("demo")
     pretraining, downstream = rubik.grid(config)
     assert {(j.task, j.init) for j in pretraining} == {
-        ("classification", "rubik"), ("classification", "rearrangement"), ("classification", "rotation"),
-        ("segmentation", "rubik"),
+        ("classification", "rubik"), ("segmentation", "rubik"), ("segmentation", "rearrangement"),
+        ("segmentation", "rotation"),
     }
     assert len(pretraining) == 4 * len(config.seeds)
     efficiency = [j for j in downstream if j.experiment == "label_efficiency"]
