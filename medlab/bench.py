@@ -88,9 +88,10 @@ def run(chapters: Sequence[str] | None, profiles: Sequence[str]) -> list[dict[st
                 flush=True,
             )
             for name, values in measured["throughput"].items():
+                unit = "voxels" if "device_voxels_per_s" in values else "images"  # 3D chapters count voxels
                 print(
-                    f"  {name}: {values.get('device_images_per_s', float('nan')):.0f} images/s "
-                    f"(plain fp32 loop: {values.get('plain_images_per_s', float('nan')):.0f}; "
+                    f"  {name}: {values.get(f'device_{unit}_per_s', float('nan')):,.0f} {unit}/s "
+                    f"(plain fp32 loop: {values.get(f'plain_{unit}_per_s', float('nan')):,.0f}; "
                     f"x{values.get('speedup', float('nan')):.2f})",
                     flush=True,
                 )

@@ -89,7 +89,7 @@ import torch
 from IPython.display import Markdown, display
 
 import medlab
-from medlab import plots, results
+from medlab import metrics, plots, results
 from medlab.papers import rubik
 
 profile = medlab.resolve_profile(profile)
@@ -263,7 +263,8 @@ plots.show_source(rubik.SiameseOctad, rubik.rearrangement_loss, rubik.rotation_l
 # %% [markdown]
 # A puzzle as the network sees it. Rows: the volume; its eight cubes with the random gaps (grey bars);
 # the cubes rearranged and turned; and the arrangement recovered by inverting the true labels (the
-# check the unit tests make for every puzzle). The slices pass through the first layer of cubes.
+# check the unit tests make for every puzzle). The columns are slices across the volume's first,
+# second and third axis, through the first layer of cubes.
 
 # %%
 first_task = tasks[config.tasks[0]]
@@ -324,6 +325,14 @@ def task_table(task: str, experiment: str = "label_efficiency") -> pd.DataFrame:
 
 if "classification" in config.tasks:
     display(task_table("classification"))
+    # the floor: a "classifier" that always answers the most frequent class of the test split
+    test_targets = rubik.targets_of(ct.test).numpy()
+    majority = int(np.bincount(test_targets).argmax())
+    floor = metrics.classification_metrics(test_targets, np.eye(len(ct.classes))[np.full(len(test_targets), majority)])
+    display(Markdown(
+        f"For reference, always answering *{ct.classes[majority]}* scores accuracy {floor['accuracy']:.1%}, "
+        f"macro F1 {floor['macro_f1']:.1%} and macro AUROC {floor.get('macro_auroc', 0.5):.1%} on this test split."
+    ))
 
 # %% [markdown]
 # **Segmentation** of the tumour regions as BraTS scores them: whole tumour (WT: all labels), tumour core

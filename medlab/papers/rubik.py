@@ -974,11 +974,11 @@ def puzzle_figure(
         ),
     }
     centre = (starts[0, :, 0] + config.cube_size - 2).tolist()  # near the inner face of the first layer
-    fig, axes = plt.subplots(len(rows), 3, figsize=(7.5, 2.6 * len(rows)))
-    for r, (name, batch) in enumerate(rows.items()):
-        for c, (image, view) in enumerate(zip(orthogonal_slices(batch[0, channel].numpy(), centre), ("sagittal-like", "coronal-like", "axial-like"))):
-            _show(axes[r, c], image, view if r == 0 else "")
-        axes[r, 0].text(0, 1.12, name, transform=axes[r, 0].transAxes, fontsize=9, ha="left")
+    fig, axes = plt.subplots(len(rows), 3, figsize=(7.5, 2.8 * len(rows)))
+    for r, (name, batch) in enumerate(rows.items()):  # columns: slices across the first, second, third axis
+        for c, image in enumerate(orthogonal_slices(batch[0, channel].numpy(), centre)):
+            _show(axes[r, c], image)
+        axes[r, 1].set_title(name, fontsize=9)
     fig.tight_layout()
     return fig
 
