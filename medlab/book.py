@@ -121,6 +121,10 @@ def benchmarks_page(root: Path | None = None) -> str:
                 frame = frame.sort_values(column, key=key, kind="stable")
             for column, labels in spec.get("labels", {}).items():
                 frame[column] = frame[column].map(lambda v, labels=labels: labels.get(v, v))
+            for column in spec["by"]:  # counts read back from JSON as floats: show 16, not 16.0
+                values = frame[column]
+                if pd.api.types.is_float_dtype(values) and values.notna().all() and (values % 1 == 0).all():
+                    frame[column] = values.astype(int)
             table = results.summarize(
                 frame, spec["metrics"], by=spec["by"], percent=spec.get("percent", ()), names=spec.get("names")
             )
