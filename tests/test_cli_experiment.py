@@ -33,8 +33,10 @@ def test_unknown_parameters_go_into_overrides():
 def test_find_chapter_by_number_slug_or_path():
     assert notebooks.find_chapter("1") == notebooks.find_chapter("ccl") == notebooks.find_chapter("01_ccl.py")
     assert notebooks.find_chapter(str(CCL)) == CCL
-    with pytest.raises(ValueError, match=r"unknown chapter 'rubik'; chapters: 01_ccl, 02_c2l"):
-        notebooks.find_chapter("rubik")
+    assert notebooks.find_chapter("3") == notebooks.find_chapter("rubik")
+    listed = ", ".join(source.stem for source in notebooks.chapters())
+    with pytest.raises(ValueError, match=rf"unknown chapter 'no_such_paper'; chapters: {listed}$"):
+        notebooks.find_chapter("no_such_paper")
 
 
 def test_cli_reports_bad_input_with_exit_code_2(capsys):
