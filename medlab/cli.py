@@ -93,7 +93,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _counts(info: dict) -> str:
-    for key in ("class_counts", "finding_counts", "grade_counts"):
+    for key in ("class_counts", "finding_counts", "grade_counts", "glaucoma_counts"):
         if key in info:
             return f"{key.replace('_', ' ')} {info[key]}"
     return "no counts"

@@ -223,3 +223,32 @@ def region_dice_hd95(
             distance[p_any ^ t_any] = diagonal
             out[f"hd95/{name}"] = distance
     return out
+
+
+def _rows_spanned(region: np.ndarray) -> np.ndarray:
+    """Rows from the first to the last that hold the region (0 when empty), over the last two axes."""
+    rows = region.any(axis=-1)
+    h = rows.shape[-1]
+    first = rows.argmax(axis=-1)
+    last = h - 1 - rows[..., ::-1].argmax(axis=-1)
+    return np.where(rows.any(axis=-1), last - first + 1, 0)
+
+
+def vertical_cup_to_disc_ratio(mask):
+    """The vertical cup-to-disc ratio (vCDR) of a label mask: the rows the cup spans over the rows the disc
+    spans (from its top row to its bottom row), the clinical measurement of glaucomatous cupping.
+
+    ``mask`` is ``(H, W)`` (returns a float) or a batch ``(N, H, W)`` (returns a float64 numpy array),
+    numpy or torch, with this module's convention: disc ``mask >= 1``, cup ``mask == 2``. The ratio is nan
+    where the disc is empty and 0 where the cup is.
+    """
+    if isinstance(mask, torch.Tensor):
+        mask = mask.detach().cpu().numpy()
+    mask = np.asarray(mask)
+    if mask.ndim not in (2, 3):
+        raise ValueError(f"mask must be (H, W) or (N, H, W), got shape {mask.shape}")
+    disc = _rows_spanned(mask >= 1).astype(np.float64)
+    cup = _rows_spanned(mask == 2).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = np.where(disc > 0, cup / np.where(disc > 0, disc, 1), np.nan)
+    return float(ratio) if mask.ndim == 2 else ratio

@@ -182,3 +182,57 @@ def _brats(
     return SyntheticBrainTumours(
         SyntheticBrainTumourSpec(n=n, size=size, seed=seed * 10 + _SPLIT_OFFSET[split]), transform=transform
     )
+
+
+def _synthetic_fundus(name: str, domain: str, split: str, n: int | None, image_size: int, seed: int, transform):
+    from medlab.data.synth.fundus import SyntheticFundus, SyntheticFundusSpec
+
+    if n is None:
+        raise ValueError(f"the synthetic {name} look-alike needs n, the number of images of the split")
+    spec = SyntheticFundusSpec(n=n, image_size=image_size, domain=domain, seed=seed * 10 + _SPLIT_OFFSET[split])
+    return SyntheticFundus(spec, transform=transform)
+
+
+@register(
+    "refuge",
+    "REFUGE 2018 colour fundus photographs, optic disc and cup masks (disc-centred crops); synthetic look-alike without data_dir",
+)
+def _refuge(
+    split: str,
+    data_dir: Path | None,
+    image_size: int = 64,
+    n: int | None = None,
+    seed: int = 2020,
+    roi: str = "disc",
+    transform: Callable | None = None,
+) -> Dataset:
+    if data_dir is not None:
+        from medlab.data.formats.refuge import REFUGE
+
+        if n is not None:
+            raise ValueError("n (the number of synthetic images) cannot be set for the real REFUGE data")
+        return REFUGE(data_dir, split, image_size=image_size, roi=roi, transform=transform)
+    return _synthetic_fundus("REFUGE", "refuge", split, n, image_size, seed, transform)
+
+
+@register(
+    "drishti_gs",
+    "Drishti-GS1 colour fundus photographs, optic disc and cup from the annotators' soft maps; synthetic look-alike (another camera) without data_dir",
+)
+def _drishti_gs(
+    split: str,
+    data_dir: Path | None,
+    image_size: int = 64,
+    n: int | None = None,
+    seed: int = 2020,
+    roi: str = "disc",
+    soft_threshold: float = 0.5,
+    transform: Callable | None = None,
+) -> Dataset:
+    if data_dir is not None:
+        from medlab.data.formats.drishti_gs import DrishtiGS
+
+        if n is not None:
+            raise ValueError("n (the number of synthetic images) cannot be set for the real Drishti-GS data")
+        return DrishtiGS(data_dir, split, image_size=image_size, roi=roi, soft_threshold=soft_threshold, transform=transform)
+    return _synthetic_fundus("Drishti-GS", "drishti", split, n, image_size, seed, transform)

@@ -1,0 +1,277 @@
+"""Chapter 4 (cross-denoising): the losses, the selection, the pseudo-labels, the evaluation and the grid
+on tiny tensors."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+
+from medlab import metrics
+from medlab.papers import cross_denoise as cd
+
+
+def disc_mask(size: int = 32, disc: int = 9, cup: int = 4, centre=(16, 16)) -> np.ndarray:
+    yy, xx = np.mgrid[:size, :size]
+    r = np.hypot(yy - centre[0], xx - centre[1])
+    return np.where(r <= cup, 2, np.where(r <= disc, 1, 0)).astype(np.int64)
+
+
+def confident_logits(masks: torch.Tensor, scale: float = 8.0) -> torch.Tensor:
+    return F.one_hot(masks, 3).permute(0, 3, 1, 2).float() * scale
+
+
+def test_segmentation_loss_is_small_for_the_right_answer_and_ignores_zero_weights():
+    masks = torch.from_numpy(disc_mask())[None].repeat(2, 1, 1)
+    right = cd.segmentation_loss(confident_logits(masks, 20.0), masks)
+    wrong = cd.segmentation_loss(confident_logits(torch.zeros_like(masks), 20.0), masks)
+    assert right.shape == (2,) and torch.all(right < 0.01) and torch.all(wrong > 1.0)
+    # a pixel with weight 0 does not count, whatever its label
+    weights = torch.ones(masks.shape)
+    weights[:, :4, :4] = 0
+    flipped = masks.clone()
+    flipped[:, :4, :4] = 2
+    logits = torch.randn(2, 3, 32, 32)
+    assert torch.allclose(cd.segmentation_loss(logits, masks, weights), cd.segmentation_loss(logits, flipped, weights))
+
+
+def test_segmentation_loss_by_hand():
+    logits = torch.zeros(1, 3, 1, 2)  # uniform: CE = log 3 everywhere
+    masks = torch.tensor([[[0, 2]]])
+    # disc prob = cup prob + rim prob = 2/3 on both pixels, cup prob 1/3; disc target (0, 1), cup target (0, 1)
+    dice_disc = (2 * (2 / 3) + 1) / ((4 / 3) + 1 + 1)
+    dice_cup = (2 * (1 / 3) + 1) / ((2 / 3) + 1 + 1)
+    expected = math.log(3) + 1 - (dice_disc + dice_cup) / 2
+    assert cd.segmentation_loss(logits, masks).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_keep_ratio_falls_linearly_to_one_minus_the_forget_rate():
+    assert cd.keep_ratio(0, 0.5, 4) == 1.0
+    assert cd.keep_ratio(2, 0.5, 4) == pytest.approx(0.75)
+    assert cd.keep_ratio(4, 0.5, 4) == pytest.approx(0.5)
+    assert cd.keep_ratio(40, 0.5, 4) == pytest.approx(0.5)
+    assert cd.keep_ratio(0, 0.5, 0) == pytest.approx(0.5)
+
+
+def test_small_loss_selection_keeps_the_smallest():
+    losses = torch.tensor([0.9, 0.1, 0.5, 0.3])
+    assert cd.small_loss_selection(losses, 0.5).tolist() == [1, 3]
+    assert cd.small_loss_selection(losses, 0.6).tolist() == [1, 3, 2]  # ceil(2.4) = 3
+    assert cd.small_loss_selection(losses, 0.0).tolist() == [1]  # never empty
+    assert len(cd.small_loss_selection(losses, 1.0)) == 4
+
+
+def test_key_location_weights_fade_at_the_boundaries():
+    mask = disc_mask(48, disc=14, cup=6, centre=(24, 24))
+    w = cd.key_location_weights(mask, band=0.25)
+    assert w.shape == mask.shape and w.dtype == np.float32
+    assert w.min() >= 0 and w.max() <= 1
+    assert w[24, 24 + 14] < 0.2 and w[24, 24 + 6] < 0.2  # on the disc and the cup outlines
+    assert w[0, 0] > 0.95 and w[24, 24 + 10] > 0.3  # far outside; in the rim between the outlines
+    assert np.all(cd.key_location_weights(np.zeros((8, 8), int), 0.25) == 1)  # no region, no boundary
+    floored = cd.key_location_weights(mask, band=0.25, floor=0.5)
+    assert floored.min() >= 0.5 and np.allclose(floored, 0.5 + 0.5 * w)
+    with pytest.raises(ValueError, match="shape"):
+        cd.key_location_weights(np.zeros((2, 8, 8)), 0.25)
+
+
+def test_disagreement_filter_drops_confidently_rejected_labels():
+    peer = torch.log(torch.tensor([[0.95, 0.04, 0.01], [0.5, 0.3, 0.2]])).T.reshape(1, 3, 1, 2)
+    labels = torch.tensor([[[2, 2]]])  # the peer gives label 2 a probability of 0.01 and 0.2
+    assert cd.disagreement_filter(peer, labels, 0.9).tolist() == [[[0.0, 1.0]]]
+    assert cd.disagreement_filter(peer, labels, 0.995).tolist() == [[[1.0, 1.0]]]
+
+
+def test_class_level_pseudo_labels_keep_the_small_class():
+    # 90 background pixels with confidence 0.9-0.99, 10 cup pixels with confidence 0.6-0.69
+    p = torch.zeros(1, 3, 1, 100)
+    p[0, 0, 0, :90] = torch.linspace(0.9, 0.99, 90)
+    p[0, 1, 0, :90] = 1 - p[0, 0, 0, :90]
+    p[0, 2, 0, 90:] = torch.linspace(0.6, 0.69, 10)
+    p[0, 0, 0, 90:] = 1 - p[0, 2, 0, 90:]
+    labels, keep = cd.class_level_pseudo_labels(p.log(), 0.5, class_level=True)
+    assert labels[0, 0, 95] == 2
+    assert keep[labels == 2].sum() == 5 and keep[labels == 0].sum() == 45
+    _, keep_global = cd.class_level_pseudo_labels(p.log(), 0.5, class_level=False)
+    assert keep_global[labels == 2].sum() == 0 and keep_global.sum() == 50
+
+
+def test_cross_learning_loss_averages_within_then_over_classes():
+    logits = torch.zeros(1, 3, 1, 4)
+    logits[0, 0, 0, :3] = 2.0  # three background pixels predicted confidently, one cup pixel uniform
+    labels = torch.tensor([[[0, 0, 0, 2]]])
+    keep = torch.ones_like(labels, dtype=torch.bool)
+    ce_background = -torch.log_softmax(torch.tensor([2.0, 0, 0]), 0)[0]
+    expected = (ce_background + math.log(3)) / 2
+    assert cd.cross_learning_loss(logits, labels, keep).item() == pytest.approx(expected.item(), rel=1e-5)
+    pooled = (3 * ce_background + math.log(3)) / 4
+    assert cd.cross_learning_loss(logits, labels, keep, class_level=False).item() == pytest.approx(pooled.item(), rel=1e-5)
+    assert cd.cross_learning_loss(logits, labels, torch.zeros_like(keep)).item() == 0.0
+
+
+def test_cross_weight_waits_for_the_warm_up():
+    config = dataclasses.replace(cd.settings("smoke"), selection_epochs=3, cross_ramp_epochs=2, cross_weight=1.0)
+    assert [cd.cross_weight(e, config) for e in range(6)] == [0.0, 0.0, 0.0, 0.5, 1.0, 1.0]
+
+
+def test_vertical_cup_to_disc_ratio_by_hand():
+    mask = np.zeros((10, 10), int)
+    mask[2:8, 3:6] = 1  # disc spans 6 rows
+    mask[4:7, 4] = 2  # cup spans 3 rows
+    assert metrics.vertical_cup_to_disc_ratio(mask) == pytest.approx(0.5)
+    empty_cup = np.where(mask == 2, 1, mask)
+    batch = np.stack([mask, empty_cup, np.zeros_like(mask)])
+    out = metrics.vertical_cup_to_disc_ratio(torch.from_numpy(batch))
+    assert out[0] == pytest.approx(0.5) and out[1] == 0 and np.isnan(out[2])
+
+
+def test_segmentation_scores_of_a_perfect_and_an_empty_prediction():
+    masks = torch.from_numpy(np.stack([disc_mask(), disc_mask(disc=10, cup=6)]))
+    perfect = cd.segmentation_scores(confident_logits(masks).softmax(1), masks)
+    assert perfect["dice/optic disc"] == pytest.approx(1.0) and perfect["dice/optic cup"] == pytest.approx(1.0)
+    assert perfect["hd95/optic disc"] == 0 and perfect["vcdr_error"] == 0 and perfect["mean_dice"] == pytest.approx(1.0)
+    empty = cd.segmentation_scores(confident_logits(torch.zeros_like(masks)).softmax(1), masks)
+    assert empty["dice/optic disc"] == 0 and empty["vcdr_error"] == 1.0  # no disc found: the worst error
+
+
+def test_selection_summary_by_hand():
+    picked = np.array([[[1, 1, 0, 0]], [[1, 0, 1, 0]]])  # 2 peers, 1 epoch, 4 samples
+    offered = np.array([[1, 1, 1, 1]])
+    corrupted = np.array([False, False, True, True])
+    s = cd.selection_summary(picked, offered, corrupted)
+    assert s["offered_corrupted"] == [0.5] and s["picked_corrupted_a"] == [0.0] and s["picked_corrupted_b"] == [0.5]
+
+
+def tiny_batch(config, n=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    size = config.image_size
+    masks = torch.from_numpy(np.stack([disc_mask(size, disc=size // 4, cup=size // 8)] * n))
+    images = torch.rand(n, 3, size, size, generator=g)
+    weights = torch.from_numpy(np.stack([cd.key_location_weights(m, 0.25) for m in masks.numpy()]))
+    return torch.arange(n), images, masks, weights, torch.rand(n, 3, size, size, generator=g), masks.clone()
+
+
+@pytest.mark.parametrize("method", list(cd.METHODS))
+def test_training_step_runs_every_method_and_logs_the_selection(method):
+    config = dataclasses.replace(cd.settings("smoke"), selection_epochs=1, cross_ramp_epochs=1, epochs=3)
+    spec = cd.METHODS[method]
+    model = cd.Peers(config, 2 if spec.peers else 1, 8)
+    model.step.fill_(4)  # epoch 2 of steps_per_epoch 2: past the warm-up, cross learning on
+    out = cd.training_step(model, tiny_batch(config), config, spec, forget_rate=0.5, steps_per_epoch=2)
+    assert torch.isfinite(out["loss"])
+    out["loss"].backward()
+    for net in model.nets:
+        assert all(p.grad is not None for p in net.parameters())
+    if spec.peers:
+        assert model.offered[2].sum() == 8
+        assert model.picked[:, 2].sum(1).tolist() == ([4, 4] if spec.selection else [8, 8])
+        assert ("cross_a" in out) == spec.cross_learning
+        if spec.cross_learning:
+            assert 0 <= out["pseudo_label_accuracy_a"] <= 1
+
+
+def test_coteaching_learner_only_sees_the_samples_its_peer_picked():
+    config = dataclasses.replace(cd.settings("smoke"), selection_epochs=1, epochs=2)
+    model = cd.Peers(config, 2, 8)
+    model.step.fill_(2)
+    batch = list(tiny_batch(config))
+    images = batch[1].clone().requires_grad_(True)
+    batch[1] = images
+    # no flips, so that input gradients map to the samples
+    original = cd.flip_half
+    cd.flip_half = lambda *maps: maps
+    try:
+        out = cd.training_step(model, batch, config, cd.METHODS["coteaching"], forget_rate=0.5, steps_per_epoch=2)
+    finally:
+        cd.flip_half = original
+    out["loss"].backward()
+    touched = images.grad.flatten(1).abs().sum(1) > 0
+    picked = (model.picked[:, 1] > 0).any(0)
+    assert touched.tolist() == picked.tolist()
+
+
+def test_peers_average_the_networks_and_keep_the_selection_in_the_state():
+    config = cd.settings("smoke")
+    model = cd.Peers(config, 2, 5)
+    x = torch.rand(2, 3, config.image_size, config.image_size)
+    probabilities = model.eval()(x)
+    assert probabilities.shape == (2, 3, config.image_size, config.image_size)
+    assert torch.allclose(probabilities.sum(1), torch.ones(2, config.image_size, config.image_size), atol=1e-5)
+    state = model.state_dict()
+    assert state["picked"].shape == (2, config.epochs, 5) and "step" in state and "offered" in state
+
+
+def test_settings_validate_their_values():
+    with pytest.raises(ValueError, match="unknown method"):
+        cd.settings("smoke", methods=("single", "mystery"))
+    with pytest.raises(ValueError, match="noise rates"):
+        cd.settings("smoke", noise_rates=(0.0, 1.5))
+    with pytest.raises(ValueError, match="divisible"):
+        cd.settings("smoke", image_size=30)
+    with pytest.raises(ValueError, match="confident_fraction"):
+        cd.settings("smoke", confident_fraction=0.0)
+    with pytest.raises(ValueError, match="forget_rate"):
+        cd.settings("smoke", forget_rate=1.0)
+
+
+def test_grid_covers_the_experiments_once():
+    config = cd.settings("demo")
+    jobs = cd.grid(config)
+    keys = [(j.method, j.rate, j.kind, j.seed) for j in jobs]
+    assert len(keys) == len(set(keys))
+    rates = {j.rate for j in jobs if j.experiment == "noise_rate"}
+    assert rates == set(config.noise_rates)
+    kinds = {j.kind for j in jobs if j.experiment == "noise_kind"}
+    assert kinds == set(cd.NOISE_KINDS)
+    # the full method at the ablation's rate runs once, under the noise-rate sweep
+    assert not [j for j in jobs if j.experiment == "ablation" and j.method == "cross_denoise"]
+    assert len(jobs) == 36 + 30 + 9
+
+
+def test_unknown_noise_kind_is_named():
+    with pytest.raises(ValueError, match="'blur'"):
+        cd.corrupted_masks(torch.zeros(2, 8, 8, dtype=torch.long), 0.5, "blur", 0)
+
+
+def fake_frame() -> pd.DataFrame:
+    rows = []
+    for seed in range(3):
+        for rate in (0.0, 0.5):
+            for method, dice in (("single", 0.6), ("coteaching", 0.62), ("cross_denoise", 0.7 - 0.01 * seed)):
+                rows.append({"experiment": "noise_rate", "params.method": method, "params.rate": rate, "params.kind": "mixed",
+                             "seed": seed, "metrics.mean_dice": dice - rate * 0.1, "metrics.picked_corrupted": 0.2 if rate and method == "cross_denoise" else np.nan,
+                             "path": f"{method}-{rate}-{seed}"})
+        rows.append({"experiment": "ablation", "params.method": "no_selection", "params.rate": 0.5, "params.kind": "mixed",
+                     "seed": seed, "metrics.mean_dice": 0.55, "metrics.picked_corrupted": np.nan, "path": f"abl-{seed}"})
+        for method, dice in (("single", 0.5), ("cross_denoise", 0.45)):
+            rows.append({"experiment": "noise_kind", "params.method": method, "params.rate": 0.5, "params.kind": "shift",
+                         "seed": seed, "metrics.mean_dice": dice, "metrics.picked_corrupted": np.nan, "path": f"k{method}{seed}"})
+    return pd.DataFrame(rows)
+
+
+def test_findings_are_written_from_the_records():
+    text = cd.findings(fake_frame())
+    assert "above the single network at every noise rate" in text
+    assert "above the co-teaching at every noise rate" in text
+    assert "shift -5.0 points" in text
+    assert "- peer sample selection -9.0 points ± 1.0" in text
+    assert "20% ± 0% of the masks" in text
+
+
+def test_registry_offers_both_domains_synthetic_and_refuses_n_with_real_data(tmp_path):
+    from medlab import data as datasets
+
+    source = datasets.load("refuge", "train", n=3, image_size=32, seed=1)
+    target = datasets.load("drishti_gs", "test", n=3, image_size=32, seed=1)
+    image, mask = source[0]
+    assert image.shape == (3, 32, 32) and mask.shape == (32, 32) and set(mask.unique().tolist()) <= {0, 1, 2}
+    assert source.info["domain"] == "refuge" and target.info["domain"] == "drishti"
+    with pytest.raises(ValueError, match="cannot be set for the real REFUGE"):
+        datasets.load("refuge", "train", data_dir=tmp_path, n=3)
+    with pytest.raises(ValueError, match="needs n"):
+        datasets.load("drishti_gs", "train")
