@@ -256,8 +256,8 @@ def fake_frame() -> pd.DataFrame:
 
 def test_findings_are_written_from_the_records():
     text = cd.findings(fake_frame())
-    assert "above the single network at every noise rate" in text
-    assert "above the co-teaching at every noise rate" in text
+    assert "above that of the single network at every noise rate" in text
+    assert "above that of Co-teaching at every noise rate" in text
     assert "shift -5.0 points" in text
     assert "- peer sample selection -9.0 points ± 1.0" in text
     assert "20% ± 0% of the masks" in text
@@ -275,3 +275,14 @@ def test_registry_offers_both_domains_synthetic_and_refuses_n_with_real_data(tmp
         datasets.load("refuge", "train", data_dir=tmp_path, n=3)
     with pytest.raises(ValueError, match="needs n"):
         datasets.load("drishti_gs", "train")
+
+
+def test_curves_figure_draws_every_method_from_the_records():
+    records = [
+        {"experiment": "noise_rate", "seed": s, "params": {"method": m, "rate": 0.5, "kind": "mixed"},
+         "history": [{"val/target_dice_disc": 0.5 + 0.01 * e, "val/target_dice_cup": 0.4} for e in range(4)]}
+        for m in ("single", "coteaching", "cross_denoise") for s in (0, 1)
+    ]
+    fig = cd.curves_figure(records, 0.5)
+    assert [len(ax.lines) for ax in fig.axes] == [3, 3]
+    assert fig.axes[0].lines[0].get_ydata()[-1] == pytest.approx(53.0)

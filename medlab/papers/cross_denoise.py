@@ -993,14 +993,14 @@ def selection_figure(run_dir: Path, title: str = ""):
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     rate = picked / np.maximum(offered[None], 1)
+    clean = int((~corrupted).sum())
     for peer, ax in enumerate(axes[1:]):
         im = ax.imshow(rate[peer][:, order].T, aspect="auto", cmap="viridis", vmin=0, vmax=1, interpolation="nearest",
                        extent=(0.5, picked.shape[1] + 0.5, len(order), 0))
-        ax.axhline(int((~corrupted).sum()), color="white", lw=1)
+        ax.axhline(clean, color="white", lw=1.5)
         ax.set_xlabel("epoch")
         ax.set_title(f"peer {'AB'[peer]}: pick rate per sample", fontsize=9)
-        ax.set_ylabel("clean samples | corrupted samples" if peer == 0 else "")
-        ax.set_yticks([])
+        ax.set_yticks([clean / 2, (clean + len(order)) / 2], [f"clean\n({clean})", f"corrupted\n({len(order) - clean})"] if peer == 0 else ["", ""])
     fig.colorbar(im, ax=axes[2], fraction=0.05)
     if title:
         fig.suptitle(title, fontsize=10)
@@ -1039,7 +1039,7 @@ def curves_figure(records: Sequence[Mapping[str, Any]], rate: float, kind: str =
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
     for method in COLOURS:
-        chosen = [r for r in select(records, **{"params.method": method, "params.rate": rate, "params.kind": kind})]
+        chosen = select(records, method=method, rate=rate, kind=kind)
         if not chosen:
             continue
         for ax, key in zip(axes, ("val/target_dice_disc", "val/target_dice_cup")):
@@ -1086,13 +1086,14 @@ def findings(frame) -> str:
     lines: list[str] = []
     mixed = frame[frame["params.kind"] == MIXED]
     wins = {"single": [], "coteaching": []}
+    names = {"single": "the single network", "coteaching": "Co-teaching"}
     for rate, group in mixed.groupby("params.rate", sort=True):
         parts = []
         for baseline in ("single", "coteaching"):
             text = _paired(group, "mean_dice", "cross_denoise", baseline)
             if text is None:
                 continue
-            parts.append(f"minus {METHOD_LABELS[baseline].split(' (')[0]} {text}")
+            parts.append(f"minus {names[baseline]} {text}")
             wins[baseline].append(paired_difference(group, "mean_dice", "params.method", "cross_denoise", baseline)["mean"] > 0)
         if parts:
             lines.append(f"- **{rate:.0%} corrupted (mixed kinds)**, cross-denoising " + "; ".join(parts) + ".")
@@ -1101,7 +1102,7 @@ def findings(frame) -> str:
         if ahead:
             k, n = sum(ahead), len(ahead)
             where = "at every noise rate" if k == n else ("at no noise rate" if k == 0 else f"at {k} of {n} noise rates")
-            verdicts.append(f"its mean target Dice is above the {METHOD_LABELS[baseline].split(' (')[0].lower()} {where}")
+            verdicts.append(f"its mean target Dice is above that of {names[baseline]} {where}")
     if verdicts:
         lines.insert(0, "**Overall (mean of disc and cup Dice on the target domain).** Cross-denoising: " + "; ".join(verdicts) + ".\n")
     kinds = frame[(frame["experiment"] == "noise_kind")]
