@@ -286,3 +286,29 @@ def test_curves_figure_draws_every_method_from_the_records():
     fig = cd.curves_figure(records, 0.5)
     assert [len(ax.lines) for ax in fig.axes] == [3, 3]
     assert fig.axes[0].lines[0].get_ydata()[-1] == pytest.approx(53.0)
+
+
+def test_paper_profile_trains_on_the_official_layouts(tmp_path):
+    """REFUGE (source) and Drishti-GS (target) fixtures written in their layouts, through load_data and
+    one short run of the full method."""
+    from test_data_drishti_gs import write_drishti
+    from test_data_refuge import write_refuge
+
+    refuge = tmp_path / "REFUGE"
+    write_refuge(refuge)
+    drishti = write_drishti(tmp_path)
+    config = dataclasses.replace(
+        cd.settings("paper"), image_size=32, widths=(4, 8, 16), epochs=2, batch_size=2, selection_epochs=1,
+        cross_ramp_epochs=1, num_workers=0,
+    )
+    data = cd.load_data(config, refuge, drishti)
+    assert data.info["kind"] == "real" and data.info["source_train"]["kind"] == "real"
+    assert len(data.source_train[0]) == 5 and data.source_train[0].shape[1:] == (3, 32, 32)
+    out = cd.train(
+        config, data, method="cross_denoise", rate=0.4, kind=cd.MIXED, seed=0, device=torch.device("cpu"),
+        run_dir=tmp_path / "run", run_fingerprint="test", progress=False,
+    )
+    assert out.metrics["corrupted_fraction"] == pytest.approx(0.4)
+    assert 0 <= out.metrics["dice/optic disc"] <= 1 and "source/vcdr_error" in out.metrics
+    assert (tmp_path / "run" / cd.SELECTION_FILE).exists()
+    assert out.fit.history[-1]["cross_weight"] == 1.0
