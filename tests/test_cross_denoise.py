@@ -311,4 +311,4 @@ def test_paper_profile_trains_on_the_official_layouts(tmp_path):
     assert out.metrics["corrupted_fraction"] == pytest.approx(0.4)
     assert 0 <= out.metrics["dice/optic disc"] <= 1 and "source/vcdr_error" in out.metrics
     assert (tmp_path / "run" / cd.SELECTION_FILE).exists()
-    assert out.fit.history[-1]["cross_weight"] == 1.0
+    assert out.fit.history[-1]["train/cross_weight"] == 1.0
