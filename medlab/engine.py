@@ -127,6 +127,34 @@ def peak_memory_mb(device: torch.device) -> float:
     return peak_kb / 1024 if sys.platform != "darwin" else peak_kb / 2**20
 
 
+def timed_steps(
+    loader: Iterable[Any], step: Callable[[Any], None], *, device: torch.device, steps: int, warmup: int = 2
+) -> float:
+    """Batches per second of ``step(batch)`` over ``steps`` batches of ``loader``, after ``warmup``
+    untimed ones (the loader is cycled as often as needed). CUDA is synchronised only where the timing
+    starts and ends, so a step that never waits for the device is timed as it runs in training."""
+    if steps < 1 or warmup < 0:
+        raise ValueError(f"steps must be >= 1 and warmup >= 0, got steps={steps}, warmup={warmup}")
+    done, tic = 0, 0.0
+    while done < steps + warmup:
+        empty = True
+        for batch in loader:
+            empty = False
+            if done == warmup:
+                if device.type == "cuda":
+                    torch.cuda.synchronize(device)
+                tic = time.perf_counter()
+            step(batch)
+            done += 1
+            if done == steps + warmup:
+                break
+        if empty:
+            raise ValueError("the loader yields no batch")
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return steps / (time.perf_counter() - tic)
+
+
 def _rng_state(device: torch.device) -> dict[str, Any]:
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if device.type == "cuda":

@@ -272,3 +272,23 @@ def test_to_device_keeps_structure():
     moved = engine.to_device(batch, DEVICE, channels_last=True)
     assert moved["a"].is_contiguous(memory_format=torch.channels_last)
     assert moved["b"][1] == 5
+
+
+def test_timed_steps_times_only_the_steps_after_the_warm_up():
+    import time as clock
+
+    from medlab.engine import timed_steps
+
+    seen = []
+
+    def step(batch):
+        seen.append(batch)
+        clock.sleep(0.01)
+
+    rate = timed_steps([1, 2, 3], step, device=torch.device("cpu"), steps=4, warmup=2)
+    assert seen == [1, 2, 3, 1, 2, 3]  # the loader is cycled; warm-up batches run but are not timed
+    assert 40 < rate < 110  # about 100 steps/s with 10 ms steps
+    with pytest.raises(ValueError, match="no batch"):
+        timed_steps([], step, device=torch.device("cpu"), steps=1)
+    with pytest.raises(ValueError, match="steps must be"):
+        timed_steps([1], step, device=torch.device("cpu"), steps=0)

@@ -1016,8 +1016,6 @@ def measure_pretraining_throughput(
     * ``plain``: fp32, channels-first, views augmented per sample on the host in the DataLoader, and
       the loss read back (``.item()``) after every step.
     """
-    import time
-
     from torch.utils.data import DataLoader
 
     terms = PRETRAINING[method].terms
@@ -1039,35 +1037,25 @@ def measure_pretraining_throughput(
             source, batch_size=batch, shuffle=True, drop_last=True, num_workers=config.num_workers,
             pin_memory=device.type == "cuda",
         )
-        done, seen, tic = 0, 0, 0.0
-        while done < steps + warmup:
-            for item in loader:
-                if done == warmup:
-                    if device.type == "cuda":
-                        torch.cuda.synchronize(device)
-                    tic, seen = time.perf_counter(), 0
-                if optimised:
-                    images = engine.to_device(item[0], device, channels_last)
-                    with engine.autocast_for(device):
-                        view_q, view_k = augment_view(images, config, fill), augment_view(images, config, fill)
-                        out = compare_views(model, view_q, view_k, terms, config)
-                else:
-                    view_q, view_k = item[0].to(device), item[1].to(device)
+
+        def step(item, optimised=optimised, channels_last=channels_last, model=model, optimizer=optimizer, fill=fill):
+            if optimised:
+                images = engine.to_device(item[0], device, channels_last)
+                with engine.autocast_for(device):
+                    view_q, view_k = augment_view(images, config, fill), augment_view(images, config, fill)
                     out = compare_views(model, view_q, view_k, terms, config)
-                optimizer.zero_grad(set_to_none=True)
-                out["loss"].backward()
-                optimizer.step()
-                with torch.no_grad():
-                    model.momentum_update(config.momentum)
-                if not optimised:
-                    out["loss"].item()
-                seen += batch
-                done += 1
-                if done == steps + warmup:
-                    break
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        results[f"{mode}_images_per_s"] = seen / (time.perf_counter() - tic)
+            else:
+                view_q, view_k = item[0].to(device), item[1].to(device)
+                out = compare_views(model, view_q, view_k, terms, config)
+            optimizer.zero_grad(set_to_none=True)
+            out["loss"].backward()
+            optimizer.step()
+            with torch.no_grad():
+                model.momentum_update(config.momentum)
+            if not optimised:
+                out["loss"].item()
+
+        results[f"{mode}_images_per_s"] = batch * engine.timed_steps(loader, step, device=device, steps=steps, warmup=warmup)
     results["speedup"] = results["device_images_per_s"] / results["plain_images_per_s"]
     return results
 

@@ -794,8 +794,6 @@ def measure_training_throughput(
     * ``plain``: fp32, weights computed per sample on the host in the DataLoader, the loss read back
       (``.item()``) after every step.
     """
-    import time
-
     from torch.utils.data import DataLoader
 
     spec = METHODS[method]
@@ -816,28 +814,18 @@ def measure_training_throughput(
         source = dataset if optimised else _HostWeights(dataset, (config.boundary_band, config.boundary_floor))
         loader = DataLoader(source, batch_size=batch, shuffle=True, drop_last=True, num_workers=config.num_workers,
                             pin_memory=device.type == "cuda")
-        done, seen, tic = 0, 0, 0.0
-        while done < steps + warmup:
-            for item in loader:
-                if done == warmup:
-                    if device.type == "cuda":
-                        torch.cuda.synchronize(device)
-                    tic, seen = time.perf_counter(), 0
-                item = engine.to_device(item, device, channels_last)
-                with engine.autocast_for(device, optimised):
-                    out = training_step(model, item, config, spec, config.ablation_rate, len(dataset) // batch)
-                optimizer.zero_grad(set_to_none=True)
-                out["loss"].backward()
-                optimizer.step()
-                if not optimised:
-                    out["loss"].item()
-                seen += batch
-                done += 1
-                if done == steps + warmup:
-                    break
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        results[f"{mode}_images_per_s"] = seen / (time.perf_counter() - tic)
+
+        def step(item, optimised=optimised, channels_last=channels_last, model=model, optimizer=optimizer):
+            item = engine.to_device(item, device, channels_last)
+            with engine.autocast_for(device, optimised):
+                out = training_step(model, item, config, spec, config.ablation_rate, len(dataset) // batch)
+            optimizer.zero_grad(set_to_none=True)
+            out["loss"].backward()
+            optimizer.step()
+            if not optimised:
+                out["loss"].item()
+
+        results[f"{mode}_images_per_s"] = batch * engine.timed_steps(loader, step, device=device, steps=steps, warmup=warmup)
         if device.type == "cuda":
             results[f"{mode}_peak_memory_mb"] = engine.peak_memory_mb(device)
     results["speedup"] = results["device_images_per_s"] / results["plain_images_per_s"]

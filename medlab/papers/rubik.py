@@ -824,8 +824,6 @@ def measure_pretraining_throughput(
     * ``plain``: fp32, channels-first, puzzles made per volume on the host in the DataLoader, and the
       loss read back (``.item()``) after every step.
     """
-    import time
-
     from torch.utils.data import DataLoader
 
     task = PRETRAINING[method]
@@ -850,33 +848,24 @@ def measure_pretraining_throughput(
             source, batch_size=batch, shuffle=True, drop_last=True, num_workers=config.num_workers,
             pin_memory=device.type == "cuda",
         )
-        done, seen, tic = 0, 0, 0.0
-        while done < steps + warmup:
-            for item in loader:
-                if done == warmup:
-                    if device.type == "cuda":
-                        torch.cuda.synchronize(device)
-                    tic, seen = time.perf_counter(), 0
-                if optimised:
-                    volumes = engine.to_device(item[0], device, channels_last)
-                    with engine.autocast_for(device):
-                        proxy = make_proxy_batch(volumes, model.permutations, task, config)
-                        out = proxy_losses(model, proxy["cubes"], proxy["classes"], proxy["rotations"], task, config)
-                else:
-                    cubes, classes, rotations = (x.to(device) for x in item)
-                    out = proxy_losses(model, cubes, classes, rotations, task, config)
-                optimizer.zero_grad(set_to_none=True)
-                out["loss"].backward()
-                optimizer.step()
-                if not optimised:
-                    out["loss"].item()
-                seen += voxels_per_step
-                done += 1
-                if done == steps + warmup:
-                    break
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        results[f"{mode}_voxels_per_s"] = seen / (time.perf_counter() - tic)
+
+        def step(item, optimised=optimised, channels_last=channels_last, model=model, optimizer=optimizer):
+            if optimised:
+                volumes = engine.to_device(item[0], device, channels_last)
+                with engine.autocast_for(device):
+                    proxy = make_proxy_batch(volumes, model.permutations, task, config)
+                    out = proxy_losses(model, proxy["cubes"], proxy["classes"], proxy["rotations"], task, config)
+            else:
+                cubes, classes, rotations = (x.to(device) for x in item)
+                out = proxy_losses(model, cubes, classes, rotations, task, config)
+            optimizer.zero_grad(set_to_none=True)
+            out["loss"].backward()
+            optimizer.step()
+            if not optimised:
+                out["loss"].item()
+
+        rate = engine.timed_steps(loader, step, device=device, steps=steps, warmup=warmup)
+        results[f"{mode}_voxels_per_s"] = voxels_per_step * rate
         if device.type == "cuda":
             results[f"{mode}_peak_memory_mb"] = engine.peak_memory_mb(device)
     results["speedup"] = results["device_voxels_per_s"] / results["plain_voxels_per_s"]

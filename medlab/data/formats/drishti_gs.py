@@ -28,7 +28,6 @@ Drishti-GS1 publishes no validation part: ``train`` and ``val`` divide ``Trainin
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -43,14 +42,13 @@ from medlab.data.formats.refuge import (
     _examples,
     _found,
     _is_number,
+    check_decoded,
     check_options,
     check_same_size,
-    crop_square,
     header_size,
     prepare_pair,
     read_grey,
     read_rgb,
-    roi_box,
     to_tensors,
 )
 
@@ -322,16 +320,7 @@ class DrishtiGS(Dataset):
         """Decode every image of the split and check it (readable, same sizes, soft maps non-empty at the
         threshold); returns the number of images, their sizes (``"WxH"``: count) and the names of those
         whose disc does not fit in the ``roi="disc"`` crop."""
-        sizes: Counter = Counter()
-        cut = []
-        for index, sample in enumerate(self.samples):
-            _, mask = self.load_pair(index)
-            h, w = mask.shape
-            sizes[f"{w}x{h}"] += 1
-            top, left, side = roi_box(mask, "disc", self.roi_fraction)
-            if (mask >= 1).sum() != (crop_square(mask, top, left, side) >= 1).sum():
-                cut.append(sample.name)
-        return {"n": len(self), "sizes": dict(sizes), "disc_exceeds_roi": cut}
+        return check_decoded(self.load_pair, [sample.name for sample in self.samples], self.roi_fraction)
 
     @property
     def info(self) -> dict:

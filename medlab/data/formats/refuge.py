@@ -398,6 +398,21 @@ def read_pair(pair: Pair) -> tuple[np.ndarray, np.ndarray]:
     return image, refuge_mask_to_classes(grey, pair.mask)
 
 
+def check_decoded(load_pair, names: list[str], roi_fraction: float) -> dict:
+    """Decode every item with ``load_pair(index)`` (which checks it) and report the number of items, their
+    sizes (``"WxH"``: count) and the names of those whose disc does not fit in the ``roi="disc"`` crop."""
+    sizes: Counter = Counter()
+    cut = []
+    for index, name in enumerate(names):
+        _, mask = load_pair(index)
+        h, w = mask.shape
+        sizes[f"{w}x{h}"] += 1
+        top, left, side = roi_box(mask, "disc", roi_fraction)
+        if (mask >= 1).sum() != (crop_square(mask, top, left, side) >= 1).sum():
+            cut.append(name)
+    return {"n": len(names), "sizes": dict(sizes), "disc_exceeds_roi": cut}
+
+
 class REFUGE(Dataset):
     """One split of REFUGE: ``(image, mask)`` with ``image`` a float32 tensor (3, S, S) in [0, 1] (RGB) and
     ``mask`` an int64 tensor (S, S) of indices into ``CLASSES`` (0 background, 1 disc rim, 2 cup; the disc
@@ -478,16 +493,7 @@ class REFUGE(Dataset):
         """Decode every pair of the split and check it (readable, same size, mask values); returns the
         number of pairs, their sizes (``"WxH"``: count) and the names of the images whose disc does not fit
         in the ``roi="disc"`` crop (a ``roi_fraction`` too small for them)."""
-        sizes: Counter = Counter()
-        cut = []
-        for index, pair in enumerate(self.pairs):
-            image, mask = self.load_pair(index)
-            h, w = mask.shape
-            sizes[f"{w}x{h}"] += 1
-            top, left, side = roi_box(mask, "disc", self.roi_fraction)
-            if (mask >= 1).sum() != (crop_square(mask, top, left, side) >= 1).sum():
-                cut.append(pair.name)
-        return {"n": len(self), "sizes": dict(sizes), "disc_exceeds_roi": cut}
+        return check_decoded(self.load_pair, [pair.name for pair in self.pairs], self.roi_fraction)
 
     @property
     def info(self) -> dict:
