@@ -9,7 +9,6 @@ executed into ``_build/smoke/`` as a quick preview.
 
 from __future__ import annotations
 
-import importlib
 import shutil
 import subprocess
 import sys
@@ -19,6 +18,8 @@ from pathlib import Path
 import pandas as pd
 
 from medlab import notebooks, results
+from medlab.chapter import TableSpec
+from medlab.chapter import load as load_chapter
 from medlab.runtime import project_root
 
 STAGED = ("_config.yml", "_toc.yml", "book", "_static")
@@ -31,20 +32,30 @@ def executed_path(source: Path, profile: str, root: Path) -> Path:
     return root / "_build" / profile / "notebooks" / f"{source.stem}.ipynb"
 
 
-def refresh(profile: str = "demo", force: bool = False, root: Path | None = None) -> list[Path]:
-    """Re-execute every chapter whose outputs are missing or older than its inputs; return those run."""
+def stale(profile: str = "demo", root: Path | None = None) -> list[Path]:
+    """The chapters whose outputs at ``profile`` are missing or older than their inputs (their
+    notebook, the medlab modules they import, the requirements), in book order."""
     root = root or project_root()
-    executed = []
+    return [
+        source
+        for source in notebooks.chapters(root)
+        if not notebooks.is_current(source, executed_path(source, profile, root), profile)
+    ]
+
+
+def refresh(profile: str = "demo", force: bool = False, root: Path | None = None) -> list[Path]:
+    """Re-execute every stale chapter (every chapter with ``force``); return those run."""
+    root = root or project_root()
+    todo = notebooks.chapters(root) if force else stale(profile, root)
     for source in notebooks.chapters(root):
-        target = executed_path(source, profile, root)
-        if not force and notebooks.is_current(source, target, profile):
+        if source not in todo:
             print(f"{source.name}: outputs are current ({profile})")
-            continue
+    for source in todo:
+        target = executed_path(source, profile, root)
         print(f"{source.name}: executing at profile {profile} ...", flush=True)
         record = notebooks.execute(source, target, profile=profile)
         print(f"{source.name}: done in {record['wall_s']:.0f} s -> {target.relative_to(root)}", flush=True)
-        executed.append(source)
-    return executed
+    return todo
 
 
 def benchmarks_page(root: Path | None = None) -> str:
@@ -67,7 +78,7 @@ def benchmarks_page(root: Path | None = None) -> str:
         "(resident memory on a CPU, allocated GPU memory on CUDA).",
         "",
     ]
-    bench = results.load_bench(root=results_dir)
+    bench = results.load_bench()
     if bench.empty:
         lines += ["No benchmark records yet: run `medlab bench`.", ""]
     else:
@@ -94,50 +105,47 @@ def benchmarks_page(root: Path | None = None) -> str:
 
     for source in notebooks.chapters(root):
         slug = notebooks.slug_of(source)
-        title = notebooks.title_of(source)
-        try:
-            module = importlib.import_module(f"medlab.papers.{slug}")
-        except ImportError:
+        chapter = load_chapter(slug)
+        if not chapter.TABLES:
             continue
-        specs = getattr(module, "BENCHMARK_TABLE", None)
-        if specs is None:
-            continue
-        specs = [specs] if isinstance(specs, dict) else list(specs)  # one table or several
-        lines += [f"## {title}", ""]
-        for profile, spec in ((p, s) for p in ("demo", "paper") for s in specs):
+        lines += [f"## {notebooks.title_of(source)}", ""]
+        for profile in ("demo", "paper"):
             frame = results.load(chapter=slug, profile=profile, root=results_dir)
             if frame.empty:
-                if spec is specs[0]:
-                    lines += [f"**{profile} profile**: no records yet.", ""]
+                lines += [f"**{profile} profile**: no records yet.", ""]
                 continue
-            frame = frame[frame["experiment"].isin(spec["experiments"])]
-            for column, value in spec.get("filter", {}).items():
-                frame = frame[frame[column] == value]
-            if frame.empty:
-                continue
-            # stable sorts from the innermost key out: the first key of "order" ends up outermost
-            for column, order in reversed(list(spec.get("order", {}).items())):
-                key = None if order is None else (lambda v, order=order: v.map(order.index))
-                frame = frame.sort_values(column, key=key, kind="stable")
-            for column, labels in spec.get("labels", {}).items():
-                frame[column] = frame[column].map(lambda v, labels=labels: labels.get(v, v))
-            for column in spec["by"]:  # counts read back from JSON as floats: show 16, not 16.0
-                values = frame[column]
-                if pd.api.types.is_float_dtype(values) and values.notna().all() and (values % 1 == 0).all():
-                    frame[column] = values.astype(int)
-            table = results.summarize(
-                frame, spec["metrics"], by=spec["by"], percent=spec.get("percent", ()), names=spec.get("names")
-            )
-            kind = sorted(set(frame["dataset"].dropna()))
-            commits = sorted(set(frame["commit"].dropna()) - {""})
-            lines += [
-                f"**{profile} profile** ({', '.join(kind) or 'unknown'} data; {len(frame)} runs; "
-                f"commit{'s' if len(commits) != 1 else ''} {', '.join(commits) or 'unknown'}). {spec.get('caption', '')}",
-                "",
-                results.markdown_table(table),
-                "",
-            ]
+            for spec in chapter.TABLES:
+                lines += table_section(frame, spec, profile)
     return "\n".join(lines)
+
+
+def table_section(frame: pd.DataFrame, spec: TableSpec, profile: str) -> list[str]:
+    """The lines of one results table of the benchmarks page (nothing when no record matches)."""
+    frame = frame[frame["experiment"].isin(spec.experiments)]
+    for column, value in spec.filter.items():
+        frame = frame[frame[column] == value]
+    if frame.empty:
+        return []
+    # stable sorts from the innermost key out: the first key of "order" ends up outermost
+    for column, order in reversed(list(spec.order.items())):
+        key = None if order is None else (lambda v, order=order: v.map(list(order).index))
+        frame = frame.sort_values(column, key=key, kind="stable")
+    for column, labels in spec.labels.items():
+        frame[column] = frame[column].map(lambda v, labels=labels: labels.get(v, v))
+    for column in spec.by:  # counts read back from JSON as floats: show 16, not 16.0
+        values = frame[column]
+        if pd.api.types.is_float_dtype(values) and values.notna().all() and (values % 1 == 0).all():
+            frame[column] = values.astype(int)
+    table = results.summarize(frame, list(spec.metrics), by=list(spec.by), percent=spec.percent, names=spec.names)
+    kind = sorted(set(frame["dataset"].dropna()))
+    commits = sorted(set(frame["commit"].dropna()) - {""})
+    return [
+        f"**{profile} profile** ({', '.join(kind) or 'unknown'} data; {len(frame)} runs; "
+        f"commit{'s' if len(commits) != 1 else ''} {', '.join(commits) or 'unknown'}). {spec.caption}",
+        "",
+        results.markdown_table(table),
+        "",
+    ]
 
 
 def stage(profile: str, root: Path | None = None) -> Path:

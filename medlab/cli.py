@@ -2,7 +2,9 @@
 
 medlab run notebooks/01_ccl.py -p seeds 0,1,2 -p epochs 5         # one chapter, with parameters
 medlab run ccl --profile paper -p data_dir /data/isic2018          # the paper profile on real data
-medlab sweep ccl --grid lambda_cc=0.5,1,2 --grid seeds=0,1,2       # a grid of runs
+medlab run c2l --profile paper --nproc 4 -p data_dir /data/cxr14   # train on 4 GPUs (torchrun), then the notebook
+medlab sweep ccl --grid lambda_cc=0.5,1,2 --grid seeds=0,1,2       # a grid of executions, 2 at a time here
+medlab sweep ccl --grid seeds=0,1,2 --executor slurm --partition gpu --gpus 1   # each point a Slurm job
 medlab book                                                        # re-execute stale chapters, build the HTML
 medlab bench ccl --profiles smoke demo                             # time a chapter per profile
 medlab data list | medlab data check isic2018 /data/isic2018       # datasets; validate a real layout
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -30,11 +33,32 @@ def _cmd_run(args: argparse.Namespace) -> int:
     source = notebooks.find_chapter(args.chapter)
     profile = resolve_profile(args.profile)
     parameters = _parameters(args.parameter)
+    if args.nproc is not None:
+        code = _train_distributed(source, profile, parameters, args.nproc)
+        if code != 0 or args.train_only:
+            return code
+        print("training done; executing the notebook, which reads the runs' records and checkpoints")
     output = Path(args.output) if args.output else notebooks.default_output(source, profile, parameters)
     print(f"running {source.name} at profile {profile} with {parameters or 'its default parameters'}")
     record = notebooks.execute(source, output, profile=profile, parameters=parameters, progress=args.progress)
     print(f"done in {record['wall_s']:.0f} s; executed notebook: {output}")
     return 0
+
+
+def _train_distributed(source: Path, profile: str, parameters: dict[str, Any], nproc: int) -> int:
+    """The chapter's grid under ``torchrun --standalone`` with ``nproc`` processes (see medlab.launch)."""
+    import subprocess
+
+    if nproc < 1:
+        raise ValueError(f"--nproc must be at least 1, got {nproc}")
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+        "-m", "medlab.launch", str(source), "--profile", profile,
+    ]
+    for name, value in parameters.items():
+        command += ["-p", name, value if isinstance(value, str) else json.dumps(value)]
+    print("training:", " ".join(command[2:]).replace("torch.distributed.run", "torchrun"), flush=True)
+    return subprocess.run(command).returncode
 
 
 def _grid(items: Sequence[str]) -> list[dict[str, Any]]:
@@ -50,34 +74,32 @@ def _grid(items: Sequence[str]) -> list[dict[str, Any]]:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from medlab import notebooks
+    from medlab import notebooks, sweep
     from medlab.runtime import resolve_profile
 
     source = notebooks.find_chapter(args.chapter)
     profile = resolve_profile(args.profile)
     fixed = _parameters(args.parameter)
-    points = _grid(args.grid)
-    failures = 0
-    for i, point in enumerate(points, 1):
-        parameters = {**fixed, **point}
-        output = notebooks.default_output(source, profile, parameters)
-        print(f"[{i}/{len(points)}] {source.name} {profile} {point}")
-        try:
-            record = notebooks.execute(source, output, profile=profile, parameters=parameters)
-            print(f"    done in {record['wall_s']:.0f} s -> {output}")
-        except Exception as error:  # keep going: one failed point must not lose the others
-            failures += 1
-            print(
-                f"    FAILED: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''} (partial notebook: {output})"
-            )
-    print(
-        f"{len(points) - failures} of {len(points)} runs finished; their results records are under results/{profile}/"
+    points = [{**fixed, **point} for point in _grid(args.grid)]
+    print(f"{len(points)} points of {source.name} at profile {profile}, executor {args.executor}")
+    outcome = sweep.run(
+        source, profile, points, executor=args.executor, parallel=args.parallel, partition=args.partition,
+        gpus=args.gpus, time_min=args.time,
     )
-    return 1 if failures else 0
+    print(sweep.table(outcome))
+    failed = sum(p.status == "failed" for p in outcome)
+    print(f"{len(points) - failed} of {len(points)} points done or skipped; results records under results/{profile}/")
+    return 1 if failed else 0
 
 
 def _cmd_book(args: argparse.Namespace) -> int:
-    from medlab import book
+    from medlab import book, notebooks
+
+    if args.dry_run:  # the chapters that would be re-executed, one name per line; nothing runs
+        todo = notebooks.chapters() if args.force else book.stale(args.profile)
+        for source in todo:
+            print(source.stem)
+        return 0
 
     html = book.build(profile=args.profile, force=args.force, execute=not args.no_execute)
     print(f"\nThe book is built. Open {html / 'index.html'}")
@@ -148,6 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_parameter_options(run)
     run.add_argument("-o", "--output", help="executed notebook path (default: runs/notebooks/...)")
     run.add_argument("--progress", action="store_true", help="show progress bars")
+    run.add_argument(
+        "--nproc", type=int, help="train the grid first in this many processes under torchrun (one per GPU; gloo on a CPU)"
+    )
+    run.add_argument("--train-only", action="store_true", help="with --nproc: train, do not execute the notebook")
     run.set_defaults(func=_cmd_run)
 
     sweep = sub.add_parser("sweep", help="execute one chapter over a grid of parameters")
@@ -155,6 +181,11 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument(
         "--grid", action="append", required=True, metavar="NAME=V1,V2", help="a grid axis; repeat for more"
     )
+    sweep.add_argument("--executor", choices=["local", "slurm"], default="local", help="where points run (submitit)")
+    sweep.add_argument("--parallel", type=int, default=2, help="points running at once (Slurm: array parallelism)")
+    sweep.add_argument("--partition", help="Slurm partition")
+    sweep.add_argument("--gpus", type=int, default=0, help="GPUs per point")
+    sweep.add_argument("--time", type=int, default=60, help="time limit per point, minutes")
     sweep.set_defaults(func=_cmd_sweep)
 
     book_p = sub.add_parser("book", help="re-execute stale chapters and build the HTML book into _build/html")
@@ -166,6 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     book_p.add_argument("--force", action="store_true", help="re-execute every chapter")
     book_p.add_argument("--no-execute", action="store_true", help="build from the notebooks as they are")
+    book_p.add_argument(
+        "--dry-run", action="store_true", help="print the chapters that would be re-executed, one per line; run nothing"
+    )
     book_p.set_defaults(func=_cmd_book)
 
     bench_p = sub.add_parser(

@@ -8,7 +8,6 @@ how ``medlab book`` knows whether a chapter's committed outputs are current.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import resource
 import shutil
@@ -21,7 +20,7 @@ from typing import Any, Iterator, Mapping
 
 import yaml
 
-from medlab.runtime import PACKAGE_ROOT, PROFILES, project_root
+from medlab.runtime import PROFILES, project_root
 
 KERNEL = "python3"
 
@@ -85,31 +84,13 @@ def title_of(source: Path) -> str:
     return source.stem
 
 
-TOOLING = {
-    "cli.py",
-    "book.py",
-    "bench.py",
-    "notebooks.py",
-}  # they run chapters but do not shape their outputs
-
-
 def inputs_fingerprint(source: Path, profile: str) -> str:
-    """Changes when anything that shapes a chapter's outputs changes: its source, the package (minus
-    the tooling modules and other chapters' modules) or the profile."""
-    source = Path(source)
-    own_module = f"{slug_of(source)}.py"
-    digest = hashlib.sha256()
-    digest.update(profile.encode())
-    digest.update(source.read_bytes())
-    for path in sorted(PACKAGE_ROOT.rglob("*.py")):
-        relative = path.relative_to(PACKAGE_ROOT)
-        if relative.as_posix() in TOOLING or (
-            relative.parent.name == "papers" and path.name not in (own_module, "__init__.py")
-        ):
-            continue
-        digest.update(relative.as_posix().encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
+    """Changes when anything that shapes a chapter's outputs changes: its notebook, a medlab module it
+    imports (directly or through other medlab modules, see :mod:`medlab.dependencies`), the
+    requirements, or the profile."""
+    from medlab.dependencies import inputs_fingerprint as fingerprint
+
+    return fingerprint(Path(source), profile, project_root(Path(source).parent))
 
 
 def executed_metadata(notebook_path: Path) -> dict[str, Any]:

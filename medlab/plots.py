@@ -11,7 +11,7 @@ import torch
 
 
 def show_source(*objects: Any) -> Any:
-    """Display the source of functions or classes from the package as a highlighted code block.
+    """Display the source of modules, functions or classes from the package as highlighted code.
 
     The book shows the one tested copy of each method part instead of a pasted duplicate.
     """
@@ -19,6 +19,10 @@ def show_source(*objects: Any) -> Any:
 
     blocks = []
     for obj in objects:
+        if inspect.ismodule(obj):  # a whole file, e.g. a chapter's method.py
+            where = f"{obj.__name__} ({obj.__name__.replace('.', '/')}.py)"
+            blocks.append(f"`{where}`\n\n```python\n{inspect.getsource(obj).rstrip()}\n```")
+            continue
         module = inspect.getmodule(obj)
         where = f"{module.__name__}.{obj.__qualname__}" if module else obj.__qualname__
         blocks.append(f"`{where}`\n\n```python\n{inspect.getsource(obj).rstrip()}\n```")

@@ -85,7 +85,7 @@ def _atomic_write_json(data: Mapping[str, Any], path: Path) -> None:
         raise
 
 
-def write_record(
+def make_record(
     *,
     chapter: str,
     profile: str,
@@ -99,12 +99,13 @@ def write_record(
     timing: Mapping[str, Any] | None = None,
     history: Sequence[Mapping[str, Any]] | None = None,
     artifacts: Mapping[str, Any] | None = None,
-    root: str | Path | None = None,
-) -> Path:
-    """Write one run's record and return its path.
+    run_dir: str | None = None,
+) -> dict[str, Any]:
+    """One run's record as a JSON-ready dict (see :func:`save_record`).
 
     ``artifacts`` holds small structured outputs beside the scalar metrics (a confusion matrix, a
-    learned correlation matrix); ``history`` is the per-epoch log of :func:`medlab.engine.fit`.
+    learned correlation matrix); ``history`` is the per-epoch log of :func:`medlab.engine.fit`;
+    ``run_dir`` is the run's folder relative to the runs root (checkpoints, saved encoders).
     """
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; expected one of {', '.join(PROFILES)}")
@@ -114,10 +115,10 @@ def write_record(
         if not isinstance(v, (int, float, np.floating, np.integer)) and v is not None
     ]
     if bad:
-        raise TypeError(
-            f"metrics must be numbers; these are not: {bad} (put structured outputs in artifacts)"
-        )
-    record = {
+        raise TypeError(f"metrics must be numbers; these are not: {bad} (put structured outputs in artifacts)")
+    if run_dir is not None and Path(run_dir).is_absolute():
+        raise ValueError(f"run_dir {run_dir!r} must be relative to the runs root, not absolute")
+    return {
         "schema": SCHEMA,
         "chapter": chapter,
         "profile": profile,
@@ -125,6 +126,7 @@ def write_record(
         "variant": variant,
         "seed": int(seed),
         "run": run_name(experiment, variant, seed, params),
+        "run_dir": run_dir,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "metrics": _jsonable(metrics),
         "params": _jsonable(params),
@@ -134,10 +136,26 @@ def write_record(
         "history": _jsonable(list(history or [])),
         "artifacts": _jsonable(artifacts or {}),
     }
+
+
+def save_record(record: Mapping[str, Any], root: str | Path | None = None) -> Path:
+    """Write a record atomically under ``<root>/<profile>/<chapter>/<run>.json`` and return its path."""
     base = Path(root) if root is not None else results_root()
-    path = base / profile / _slug(chapter) / f"{record['run']}.json"
-    _atomic_write_json(record, path)
+    path = base / record["profile"] / _slug(record["chapter"]) / f"{record['run']}.json"
+    _atomic_write_json({k: v for k, v in record.items() if k != "path"}, path)
     return path
+
+
+def write_record(*, root: str | Path | None = None, **fields: Any) -> Path:
+    """:func:`make_record` then :func:`save_record`; returns the record's path."""
+    return save_record(make_record(**fields), root=root)
+
+
+def run_folder(record: Mapping[str, Any], root: str | Path | None = None) -> Path:
+    """The run folder of a record (its checkpoints, saved encoders, selection files)."""
+    if not record.get("run_dir"):
+        raise ValueError(f"the record {record.get('run', '?')} stores no run folder (written by an older medlab)")
+    return (Path(root) if root is not None else runs_root()) / record["run_dir"]
 
 
 def read_record(path: str | Path) -> dict[str, Any]:
@@ -236,24 +254,6 @@ def history(records: Iterable[Mapping[str, Any]], key: str) -> np.ndarray:
     )
 
 
-def paired_difference(frame: pd.DataFrame, metric: str, column: str, a: str, b: str) -> dict[str, float]:
-    """``a`` minus ``b`` on ``metrics.<metric>``, paired by seed (rows where ``column`` is ``a`` or ``b``).
-
-    Returns the per-seed differences, their mean and sample std, their count and how many seeds ``a`` won.
-    """
-    values = frame.pivot_table(index="seed", columns=column, values=f"metrics.{metric}", aggfunc="mean")
-    if a not in values or b not in values:
-        raise KeyError(f"{column} has no {a!r} or {b!r}; it has {sorted(values.columns)}")
-    diff = (values[a] - values[b]).dropna().to_numpy()
-    return {
-        "values": diff,
-        "mean": float(diff.mean()) if diff.size else float("nan"),
-        "std": float(diff.std(ddof=1)) if diff.size > 1 else float("nan"),
-        "n": int(diff.size),
-        "wins": int((diff > 0).sum()),
-    }
-
-
 def _cell(value: Any) -> Any:
     return ",".join(map(str, value)) if isinstance(value, list) else value
 
@@ -320,9 +320,18 @@ def markdown_table(frame: pd.DataFrame, index: bool = True) -> str:
 # Benchmark records (wall time of a whole chapter at a profile, on one device)
 
 
+def bench_root(root: str | Path | None = None) -> Path:
+    """Where benchmark records live: ``<root>/bench`` when a results root is given, else
+    ``$MEDLAB_BENCH_DIR``, else ``medlab/resources/bench`` inside the package (shipped with it, so a
+    chapter's resource card shows them on Colab too)."""
+    if root is not None:
+        return Path(root) / "bench"
+    env = os.environ.get("MEDLAB_BENCH_DIR")
+    return Path(env) if env else Path(__file__).resolve().parent / "resources" / "bench"
+
+
 def bench_path(chapter: str, profile: str, device_name: str, root: str | Path | None = None) -> Path:
-    base = Path(root) if root is not None else results_root()
-    return base / "bench" / _slug(chapter) / f"{_slug(profile)}__{_slug(device_name)}.json"
+    return bench_root(root) / _slug(chapter) / f"{_slug(profile)}__{_slug(device_name)}.json"
 
 
 def write_bench(chapter: str, profile: str, data: Mapping[str, Any], root: str | Path | None = None) -> Path:
@@ -341,11 +350,16 @@ def write_bench(chapter: str, profile: str, data: Mapping[str, Any], root: str |
     return path
 
 
-def resource_card(chapter: str, root: str | Path | None = None) -> pd.DataFrame:
-    """Measured time and memory of a chapter per profile and device (from ``medlab bench`` records)."""
+def resource_card(chapter: str, root: str | Path | None = None) -> Any:
+    """Measured time and memory of a chapter per profile and device (from ``medlab bench`` records),
+    indexed by profile; one line of Markdown when this installation ships no record of the chapter."""
     from medlab.runtime import PROFILE_BUDGET_S
 
     bench = load_bench(chapter, root)
+    if bench.empty:
+        from IPython.display import Markdown
+
+        return Markdown(f"*No benchmark records of this chapter are shipped with this installation of medlab.*")
     rows = []
     for profile in PROFILE_BUDGET_S:
         measured = bench[bench["profile"] == profile] if not bench.empty else bench
@@ -379,7 +393,7 @@ def resource_card(chapter: str, root: str | Path | None = None) -> pd.DataFrame:
                     "measured": str(row["created"])[:10],
                 }
             )
-    return pd.DataFrame(rows).fillna("")
+    return pd.DataFrame(rows).fillna("").set_index("profile")
 
 
 def _budget(profile: str) -> str:
@@ -395,7 +409,7 @@ def _budget(profile: str) -> str:
 
 def load_bench(chapter: str | None = None, root: str | Path | None = None) -> pd.DataFrame:
     """Benchmark records as a DataFrame, one row per chapter, profile and device."""
-    base = (Path(root) if root is not None else results_root()) / "bench"
+    base = bench_root(root)
     rows = []
     pattern = f"{_slug(chapter)}/*.json" if chapter else "*/*.json"
     for path in sorted(base.glob(pattern)):

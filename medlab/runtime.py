@@ -65,6 +65,50 @@ def choose_device(preference: str | torch.device | None = None) -> torch.device:
     return torch.device(wanted)
 
 
+def amp_dtype(device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for training on ``device``: bf16 on CUDA devices of compute capability 8.0
+    or more (Ampere, Hopper, ...), fp16 below (a T4 or V100: bf16 there is emulated and slow; fp16
+    needs the gradient scaler the engine adds), and ``None`` (no mixed precision) off CUDA."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return None
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    major, _ = torch.cuda.get_device_capability(index)
+    return torch.bfloat16 if major >= 8 else torch.float16
+
+
+def distributed_world() -> tuple[int, int]:
+    """``(rank, world_size)`` of this process: ``(0, 1)`` unless a process group is initialised
+    (under ``torchrun``, see :func:`init_distributed`)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def init_distributed(device: torch.device) -> tuple[int, int]:
+    """Join the process group that ``torchrun`` describes in the environment (``RANK``,
+    ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``...): NCCL on CUDA (one GPU per process, chosen by
+    ``LOCAL_RANK``), gloo on a CPU. Without those variables it does nothing. Returns ``(rank, world_size)``."""
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        return distributed_world()
+    if device.type == "cuda":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return distributed_world()
+
+
+def local_device(device: torch.device) -> torch.device:
+    """The device of this process: under ``torchrun`` on CUDA, the GPU of its ``LOCAL_RANK``."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None and "LOCAL_RANK" in os.environ:
+        return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    return device
+
+
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch (all devices) from one integer."""
     random.seed(seed)

@@ -6,6 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -38,32 +39,36 @@
 #
 # **Results.** The section *What the runs show* sums up, from the runs' records, whether CCL-Net beat
 # its baselines on the synthetic demo data.
-#
-# **Resource card.** Measured by `medlab bench` on this book's machines (the table is generated from
-# the benchmark records in `results/bench/ccl/`):
 
-# %% tags=["remove-input"]
+# %% tags=["remove-cell"]
+# Colab (or any Python without medlab): install the book's package first. MEDLAB_PACKAGE overrides
+# where it comes from (a local wheel or folder).
+import importlib.util
+import os
+import subprocess
+import sys
+
+PACKAGE = os.environ.get("MEDLAB_PACKAGE", "medlab @ git+https://github.com/medlab-book/medlab")
+if importlib.util.find_spec("medlab") is None:
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", PACKAGE], check=True)
+
+# %% [markdown]
+# **Resource card.** Measured by `medlab bench` on this book's machines (the table is generated from
+# the benchmark records shipped with the package, `medlab/resources/bench/ccl/`):
+
+# %%
 from medlab.results import resource_card
 
-resource_card("ccl").set_index("profile")
+resource_card("ccl")
 
 # %% [markdown]
 # ## Parameters and setup
 #
-# The first cell installs the book's package when it is missing (on Colab). The `parameters` cell is
-# what papermill and `medlab run` override: `profile` is `smoke` (seconds, for CI), `demo` (the book,
-# minutes on a CPU) or `paper` (the real ISIC 2018 data with the paper's settings, one GPU). Any other
-# setting of `medlab.papers.ccl.Settings` can be passed through `overrides`, or on the command line as
-# `medlab run ccl -p lambda_cc 4`.
-
-# %%
-import importlib.util
-import subprocess
-import sys
-
-PACKAGE = "medlab @ git+https://github.com/medlab-book/medlab"
-if importlib.util.find_spec("medlab") is None:  # e.g. on Colab: install the book's package
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", PACKAGE], check=True)
+# On Colab, the notebook's first cell (hidden in the book) installs the book's package. The
+# `parameters` cell is what papermill and `medlab run` override: `profile` is `smoke` (seconds, for CI),
+# `demo` (the book, minutes on a CPU) or `paper` (the real ISIC 2018 data with the paper's settings, one
+# GPU). Any other setting of `medlab.papers.ccl.Settings` can be passed through `overrides`, or on the
+# command line as `medlab run ccl -p lambda_cc 4`.
 
 # %% tags=["parameters"]
 import os
@@ -77,31 +82,20 @@ backbones = None  # e.g. "resnet18,resnet50"; None = the profile's
 overrides = {}  # any other setting, e.g. {"lambda_cc": 4.0}
 
 # %%
-import dataclasses
-
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-import medlab
-from medlab import metrics, plots, results
+from medlab import experiment, plots, results
 from medlab.papers import ccl
 
-profile = medlab.resolve_profile(profile)
-config = ccl.settings(profile, seeds=seeds, epochs=epochs, backbones=backbones, **overrides)
-if profile == "paper" and data_dir is None:
-    raise ValueError(
-        "the paper profile needs the real ISIC 2018 data: set data_dir (data/README.md)"
-    )
-device = medlab.choose_device(device)
-medlab.seed_everything(0)
-environment = medlab.environment_record(device)
-commit = (environment["git"] or {}).get("commit", "unknown")[:10]
-print(f"profile {profile}; device {device} ({environment['device'].get('name')}); commit {commit}")
-print(f"torch {torch.__version__}; medlab {medlab.__version__}")
-pd.Series({k: str(v) for k, v in dataclasses.asdict(config).items()}, name=profile).to_frame()
+run = experiment.setup(
+    ccl, profile, device=device, data_dir=data_dir, seeds=seeds, epochs=epochs, backbones=backbones, **overrides
+)
+profile, config, device = run.profile, run.config, run.device
+run.settings_table()
 
 # %% [markdown]
 # ## The problem and the idea
@@ -188,23 +182,18 @@ if data.similarity is not None:
 # %% [markdown]
 # ## Method: the code
 #
-# The chapter's model parts and losses live in `medlab.papers.ccl`, where they are unit-tested
-# (`tests/test_ccl.py`: each equation on tiny tensors with hand-computed values). This is that code.
+# The chapter's method is one file, `medlab/papers/ccl/method.py`: the equations above in their order,
+# each function naming its equation and taking its hyper-parameters explicitly. It is unit-tested
+# (`tests/test_ccl.py`: each equation on tiny tensors with hand-computed values). This is that file.
 
 # %%
-plots.show_source(
-    ccl.CCLBlock,
-    ccl.dml_loss,
-    ccl.class_correlation,
-    ccl.soft_labels,
-    ccl.correlation_loss,
-    ccl.soft_cross_entropy,
-)
+plots.show_source(ccl.method)
 
 # %% [markdown]
-# All methods share one training step, `make_loss`, which differs only in the classification target and
-# in which of the CCL losses are switched on; the loop itself is the book's one engine
-# (`medlab.engine.fit`: mixed precision on CUDA, a checkpoint per epoch, exact resume).
+# All methods share one training step, `make_loss` (in `runs.py`), which augments the batch on the
+# device and differs only in the classification target and in which of the CCL losses are switched on;
+# the loop itself is the book's one engine (`medlab.engine.fit`: mixed precision on CUDA, a checkpoint
+# per epoch, exact resume).
 
 # %%
 plots.show_source(ccl.make_loss)
@@ -232,7 +221,7 @@ pd.DataFrame(q0.numpy(), index=classes, columns=classes).round(3)
 # stopped.
 
 # %%
-records = ccl.run_grid(config, profile=profile, device=device, data_dir=data_dir)
+records = experiment.run_grid(ccl, config, profile=profile, device=device, data_dir=data_dir)
 frame = results.to_frame(records)
 frame["backbone"] = frame["params.backbone"]
 frame["method"] = frame["params.method"].map(ccl.METHOD_LABELS)
@@ -243,23 +232,7 @@ frame["method"] = frame["params.method"].map(ccl.METHOD_LABELS)
 # entropy), so compare the shapes of those curves, not their levels.
 
 # %%
-curves = {
-    "val/balanced_accuracy": "validation balanced accuracy",
-    "train/cls": "training loss (classification)",
-}
-n_rows = len(config.backbones)
-fig, axes = plt.subplots(n_rows, 2, figsize=(11, 3.4 * n_rows), squeeze=False)
-for row, backbone_name in enumerate(config.backbones):
-    for col, (key, label) in enumerate(curves.items()):
-        series = {
-            ccl.METHOD_LABELS[m]: results.history(
-                results.select(records, experiment="comparison", backbone=backbone_name, method=m),
-                key,
-            )
-            for m in config.methods
-        }
-        plots.curves(series, "epoch", label, title=backbone_name, ax=axes[row, col])
-fig.tight_layout()
+ccl.curves_figure(records, config.backbones, config.methods);
 
 # %% [markdown]
 # ## Evaluation
@@ -282,31 +255,13 @@ results.summarize(
 # Recall per class (%, mean over seeds): the rare classes are where the methods differ most.
 
 # %%
-recall = pd.DataFrame(
-    {
-        "backbone": r["params"]["backbone"],
-        "method": ccl.METHOD_LABELS[r["params"]["method"]],
-        **dict(zip(classes, np.asarray(r["artifacts"]["per_class_recall"]) * 100)),
-    }
-    for r in results.select(records, experiment="comparison")
-)
-recall.groupby(["backbone", "method"], sort=False)[list(classes)].mean().round(1)
+ccl.recall_table(records, classes)
 
 # %% [markdown]
 # Calibration: accuracy against confidence on the test set, pooled over seeds.
 
 # %%
-n_cols = len(config.backbones)
-fig, axes = plt.subplots(1, n_cols, figsize=(4.2 * n_cols, 4), squeeze=False)
-for ax, backbone_name in zip(axes[0], config.backbones):
-    diagrams = {}
-    for m in config.methods:
-        runs = results.select(records, experiment="comparison", backbone=backbone_name, method=m)
-        diagrams[ccl.METHOD_LABELS[m]] = metrics.pool_reliability(
-            [r["artifacts"]["reliability"] for r in runs]
-        )
-    plots.reliability(diagrams, ax=ax, title=backbone_name)
-fig.tight_layout()
+ccl.reliability_figure(records, config.backbones, config.methods);
 
 # %% [markdown]
 # ### Did CCL-Net learn the class correlations?

@@ -26,8 +26,9 @@ def _copy_book(target: Path) -> Path:
     return target
 
 
-def test_benchmarks_page_is_generated_from_records(tmp_path):
+def test_benchmarks_page_is_generated_from_records(tmp_path, monkeypatch):
     root = _copy_book(tmp_path)
+    monkeypatch.setenv("MEDLAB_BENCH_DIR", str(root / "results" / "bench"))
     env = {"git": {"commit": "abcdef1234567"}, "device": {"type": "cpu", "name": "x86_64", "threads": 2}}
     for seed, value in enumerate([0.5, 0.7, 0.6]):
         results.write_record(

@@ -172,6 +172,8 @@ def test_unknown_method_and_missing_oracle():
     config = ccl.settings("smoke")
     with pytest.raises(ValueError, match="unknown method 'focal'"):
         ccl.make_loss("focal", config)
+    with pytest.raises(ValueError, match=r"unknown method\(s\) \['focal'\]"):
+        ccl.settings("smoke", methods="hard,focal")
     with pytest.raises(ValueError, match="only the synthetic data has"):
         ccl.make_loss("oracle_soft", config)
 
@@ -185,6 +187,24 @@ def test_settings_per_profile_and_overrides():
         ccl.settings("smoke", epoch=1)
 
 
-def test_run_params_identify_a_run_without_the_grid():
-    params = ccl.run_params(ccl.settings("smoke"), "resnet18", "ccl", None)
-    assert params["backbone"] == "resnet18" and params["method"] == "ccl" and "seeds" not in params
+def test_run_identity_holds_the_training_settings_and_the_runs_choices_only():
+    from medlab.experiment import run_identity
+
+    config = ccl.settings("smoke")
+    params = run_identity(config, backbone="resnet18", method="ccl", data_dir=None)
+    assert params["backbone"] == "resnet18" and params["method"] == "ccl" and params["lr"] == config.lr
+    assert not {"seeds", "methods", "backbones", "workers", "num_workers"} & set(params)
+    other = run_identity(ccl.settings("smoke", num_workers=2, workers=3), backbone="resnet18", method="ccl", data_dir=None)
+    assert other == params  # execution settings never change a run's identity
+
+
+def test_ccl_loss_is_equation_7_of_its_parts():
+    torch.manual_seed(0)
+    logits, z = torch.randn(4, 3), F.normalize(torch.randn(4, 5), dim=1)
+    e, labels = F.normalize(torch.randn(3, 5), dim=1), torch.tensor([0, 1, 2, 1])
+    out = ccl.ccl_loss(logits, z, e, labels, scale=4.0, temperature=0.5, lambda_dml=0.5, lambda_cc=2.0)
+    q = ccl.soft_labels(ccl.class_correlation(e), 0.5)
+    assert out["cls"].item() == pytest.approx(ccl.soft_cross_entropy(logits, q[labels]).item())
+    assert out["loss"].item() == pytest.approx((out["cls"] + 0.5 * out["dml"] + 2.0 * out["cc"]).item())
+    hard = ccl.ccl_loss(logits, z, e, labels, scale=4.0, temperature=0.5, lambda_dml=1, lambda_cc=1, soft=False, with_cc=False)
+    assert "cc" not in hard and hard["cls"].item() == pytest.approx(F.cross_entropy(logits, labels).item())

@@ -86,7 +86,7 @@ def failing_job(job: int) -> dict:
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_run_grid_returns_records_in_job_order(workers, capsys):
-    records = experiment.run_grid(square_job, [3, 1, 2], workers=workers, threads=1, offset=10)
+    records = experiment.run_jobs(square_job, [3, 1, 2], workers=workers, threads=1, offset=10)
     assert [r["value"] for r in records] == [19, 11, 14]
     if workers == 2:
         assert all(r["threads"] == 1 for r in records)
@@ -95,34 +95,7 @@ def test_run_grid_returns_records_in_job_order(workers, capsys):
 
 def test_run_grid_names_the_failing_job():
     with pytest.raises(RuntimeError, match="run 1 failed: ValueError: bad job"):
-        experiment.run_grid(failing_job, [0, 1, 2], workers=2, threads=1)
-
-
-def test_run_once_writes_a_record_and_passes_a_stable_run_folder(tmp_path, monkeypatch):
-    seen = []
-
-    def train(run_dir: Path) -> experiment.RunOutput:
-        seen.append(run_dir)
-        return experiment.RunOutput(metrics={"accuracy": 0.5}, artifacts={"m": [[1]]})
-
-    kwargs = dict(
-        chapter="demo_chapter",
-        profile="smoke",
-        experiment="main",
-        variant="a/b",
-        seed=1,
-        params={"lr": 0.1},
-        dataset={"kind": "synthetic"},
-        device=torch.device("cpu"),
-        train=train,
-        runs_root=tmp_path / "runs",
-        results_root=tmp_path / "results",
-    )
-    first = experiment.run_once(**kwargs)
-    second = experiment.run_once(**kwargs)
-    assert seen[0] == seen[1] and seen[0].parent == tmp_path / "runs" / "smoke" / "demo_chapter"
-    assert first["metrics"] == {"accuracy": 0.5} and first["timing"]["wall_s"] >= 0
-    assert len(results.load(root=tmp_path / "results")) == 1 and second["run"] == first["run"]
+        experiment.run_jobs(failing_job, [0, 1, 2], workers=2, threads=1)
 
 
 def _requirement_names(lines):

@@ -45,17 +45,13 @@ def _fit(model, run_dir, epochs=5, **kwargs):
     return engine.fit(
         model,
         train,
+        run=engine.RunContext(device=DEVICE, run_dir=run_dir, seed=7, progress=False, fingerprint="f1"),
         loss_fn=_loss,
         optimizer=optimizer,
         epochs=epochs,
         batch_size=16,
-        run_dir=run_dir,
-        device=DEVICE,
-        seed=7,
         evaluate=evaluate,
         scheduler=scheduler,
-        progress=False,
-        fingerprint="f1",
         **kwargs,
     )
 
@@ -123,16 +119,12 @@ def test_resume_after_interruption_inside_an_epoch(tmp_path):
         engine.fit(
             interrupted,
             train,
+            run=engine.RunContext(device=DEVICE, run_dir=tmp_path / "b", seed=7, progress=False, fingerprint="f1"),
             loss_fn=failing_loss,
             optimizer=optimizer,
             epochs=5,
             batch_size=16,
-            run_dir=tmp_path / "b",
-            device=DEVICE,
-            seed=7,
             scheduler=scheduler,
-            progress=False,
-            fingerprint="f1",
             evaluate=lambda m: {"accuracy": 0.0},
         )
     resumed_model = _model()
@@ -153,18 +145,14 @@ def test_finished_run_is_not_trained_again(tmp_path):
 def test_checkpoint_from_other_code_is_not_resumed(tmp_path):
     _fit(_model(), tmp_path / "run", epochs=2)
     model = _model()
-    with pytest.warns(UserWarning, match="other code or settings"):
-        result = engine.fit(
+    result = engine.fit(
             model,
             _problem()[0],
+            run=engine.RunContext(device=DEVICE, run_dir=tmp_path / "run", progress=False, fingerprint="f2"),
             loss_fn=_loss,
             optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
             epochs=2,
             batch_size=16,
-            run_dir=tmp_path / "run",
-            device=DEVICE,
-            progress=False,
-            fingerprint="f2",
         )
     assert result.resumed_from_epoch == 0 and result.epochs_trained_now == 2
 
@@ -184,15 +172,13 @@ def test_monitor_restores_best_epoch(tmp_path):
     result = engine.fit(
         model,
         train,
+        run=engine.RunContext(device=DEVICE, run_dir=tmp_path / "run", progress=False),
         loss_fn=_loss,
         optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
         epochs=3,
         batch_size=16,
-        run_dir=tmp_path / "run",
-        device=DEVICE,
         evaluate=evaluate,
         monitor="score",
-        progress=False,
         on_epoch_end=[remember],
     )
     assert result.best_epoch == 2 and result.best_value == 0.9
@@ -209,13 +195,11 @@ def test_nan_loss_raises_with_the_run_folder(tmp_path):
         engine.fit(
             model,
             _problem()[0],
+            run=engine.RunContext(device=DEVICE, run_dir=tmp_path / "run", progress=False),
             loss_fn=nan_loss,
             optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
             epochs=1,
             batch_size=16,
-            run_dir=tmp_path / "run",
-            device=DEVICE,
-            progress=False,
         )
 
 
@@ -226,23 +210,21 @@ def test_bad_arguments_are_named(tmp_path):
         engine.fit(
             model,
             _problem()[0],
+            run=engine.RunContext(device=DEVICE, run_dir=tmp_path),
             loss_fn=_loss,
             optimizer=optimizer,
             epochs=0,
             batch_size=8,
-            run_dir=tmp_path,
-            device=DEVICE,
         )
     with pytest.raises(ValueError, match="fewer than one batch"):
         engine.fit(
             model,
             _problem()[0],
+            run=engine.RunContext(device=DEVICE, run_dir=tmp_path),
             loss_fn=_loss,
             optimizer=optimizer,
             epochs=1,
             batch_size=500,
-            run_dir=tmp_path,
-            device=DEVICE,
         )
 
 
@@ -292,3 +274,98 @@ def test_timed_steps_times_only_the_steps_after_the_warm_up():
         timed_steps([], step, device=torch.device("cpu"), steps=1)
     with pytest.raises(ValueError, match="steps must be"):
         timed_steps([1], step, device=torch.device("cpu"), steps=0)
+
+
+def test_checkpoint_from_other_code_is_noted_in_the_run_folder_not_warned(tmp_path, recwarn):
+    _fit(_model(), tmp_path / "run", epochs=2)
+    model = _model()
+    result = engine.fit(
+        model,
+        _problem()[0],
+        run=engine.RunContext(device=DEVICE, run_dir=tmp_path / "run", progress=False, fingerprint="other"),
+        loss_fn=_loss,
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+        epochs=1,
+        batch_size=16,
+    )
+    assert result.epochs_trained_now == 1 and "other code or settings" in result.notes[0]
+    assert str(tmp_path) not in result.notes[0]  # no machine path in what a notebook might print
+    assert "other code or settings" in (tmp_path / "run" / engine.NOTES).read_text()
+    assert not [w for w in recwarn if "other code" in str(w.message)]
+
+
+class _Exploit:
+    """Unpickling this runs code: what a tampered checkpoint could carry."""
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("echo pwned > /dev/null",))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused(tmp_path):
+    run_dir = tmp_path / "run"
+    _fit(_model(), run_dir, epochs=1)
+    state = torch.load(run_dir / engine.CHECKPOINT, weights_only=True)
+    state["payload"] = _Exploit()
+    torch.save(state, run_dir / engine.CHECKPOINT)
+    with pytest.raises(RuntimeError, match="not loaded .*could run code"):
+        _fit(_model(), run_dir, epochs=2)
+    with pytest.raises(RuntimeError, match=str(run_dir / engine.CHECKPOINT).replace("/", ".")):
+        engine.load_checkpoint(run_dir / engine.CHECKPOINT)
+
+
+def test_checkpoints_hold_only_plain_values(tmp_path):
+    _fit(_model(), tmp_path / "run", epochs=1)
+    state = torch.load(tmp_path / "run" / engine.CHECKPOINT, weights_only=True)  # raises otherwise
+    assert state["epoch"] == 1 and state["world_size"] == 1 and len(state["rng"]) == 1
+
+
+@pytest.mark.filterwarnings("ignore:CUDA is not available")
+def test_amp_dtype_follows_the_compute_capability(monkeypatch):
+    from medlab import runtime
+
+    assert runtime.amp_dtype(torch.device("cpu")) is None
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    for capability, expected in (((7, 5), torch.float16), ((8, 0), torch.bfloat16), ((9, 0), torch.bfloat16), ((6, 0), torch.float16)):
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=None, c=capability: c)
+        assert runtime.amp_dtype(torch.device("cuda")) == expected
+        assert engine.autocast_for(torch.device("cuda")).fast_dtype == expected
+
+
+def test_to_device_keeps_named_tuples_and_tuples():
+    from collections import namedtuple
+
+    Pair = namedtuple("Pair", "image label")
+    moved = engine.to_device((Pair(torch.zeros(1), torch.ones(1)), (1, 2)), DEVICE)
+    assert isinstance(moved[0], Pair) and moved[0].label.item() == 1 and moved[1] == (1, 2)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_sharded_sampler_splits_each_global_batch_between_processes(weighted):
+    weights = torch.rand(23, generator=torch.Generator().manual_seed(0)) if weighted else None
+    whole = engine.EpochShuffleSampler(23, seed=5, weights=weights)
+    shards = [engine.EpochShuffleSampler(23, seed=5, weights=weights, rank=r, world_size=2) for r in range(2)]
+    for sampler in (whole, *shards):
+        sampler.set_epoch(3)
+    order, parts = list(whole), [list(s) for s in shards]
+    assert len(parts[0]) == len(parts[1]) == len(shards[0]) == 11
+    global_batch = 4
+    for b in range(len(parts[0]) // (global_batch // 2)):
+        local = [p[b * 2 : (b + 1) * 2] for p in parts]
+        assert sorted(local[0] + local[1]) == sorted(order[b * global_batch : (b + 1) * global_batch])
+    with pytest.raises(ValueError, match="rank 2"):
+        engine.EpochShuffleSampler(4, 0, rank=2, world_size=2)
+
+
+def test_predict_reuses_one_loader_per_evaluation_set():
+    data = TensorDataset(torch.arange(6.0).view(6, 1))
+    first = engine._eval_loader(data, 4, DEVICE, 0, None)
+    assert engine._eval_loader(data, 4, DEVICE, 0, None) is first
+    assert engine._eval_loader(data, 2, DEVICE, 0, None) is not first
+
+
+def test_make_loader_keeps_workers_alive_between_epochs():
+    loader = engine.make_loader(TensorDataset(torch.zeros(8, 1)), batch_size=4, device=DEVICE, num_workers=1)
+    assert loader.persistent_workers and loader.prefetch_factor == 4 and not loader.pin_memory
+    assert not engine.make_loader(TensorDataset(torch.zeros(8, 1)), batch_size=4, device=DEVICE).persistent_workers

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 
 import jupytext
 import nbformat
@@ -71,6 +72,7 @@ def test_notebooks_use_only_the_public_package(source):
         "medlab.results",
         "medlab.plots",
         "medlab.runtime",
+        "medlab.experiment",
         "medlab.papers",
     }
     # the data package's generators and readers are public modules too (no private ones)
@@ -89,6 +91,45 @@ def test_notebooks_use_only_the_public_package(source):
                     assert alias.name in allowed or alias.name.startswith("medlab.papers."), (
                         f"{source.name} imports {alias.name}"
                     )
+
+
+def _imports_medlab(code: str) -> bool:
+    tree = ast.parse(code)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "medlab":
+            return True
+        if isinstance(node, ast.Import) and any(a.name.split(".")[0] == "medlab" for a in node.names):
+            return True
+    return False
+
+
+@pytest.mark.parametrize("source", CHAPTERS, ids=IDS)
+def test_the_install_cell_comes_before_any_medlab_import(source):
+    """Colab's "Run all" in a runtime without medlab: the first code cell installs it."""
+    cells = [c for c in jupytext.read(source).cells if c.cell_type == "code"]
+    first = cells[0].source
+    assert "find_spec(\"medlab\")" in first and "pip" in first and not _imports_medlab(first), (
+        f"{source.name}: the first code cell must install medlab when it is missing"
+    )
+    assert "MEDLAB_PACKAGE" in first  # where it installs from can be overridden (a local wheel)
+
+
+ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])/(?:home|root|work|tmp|Users|mnt|private|var/folders)/[\w.-]+")
+
+
+def test_no_committed_notebook_or_record_holds_a_path_of_the_machine_that_made_it():
+    offenders = []
+    files = [notebooks.pair_path(s) for s in CHAPTERS] + sorted((ROOT / "results").rglob("*.json"))
+    files += sorted((ROOT / "medlab" / "resources").rglob("*.json"))
+    for path in files:
+        for match in ABSOLUTE_PATH.finditer(path.read_text()):
+            offenders.append(f"{path.relative_to(ROOT)}: {match.group(0)}")
+    assert not offenders, "absolute paths in committed outputs:\n" + "\n".join(offenders[:20])
+
+
+def test_the_path_scan_finds_what_it_should():
+    assert ABSOLUTE_PATH.search('"/work/main/runs/demo/ccl" was made') and ABSOLUTE_PATH.search("C /tmp/x")
+    assert not ABSOLUTE_PATH.search("https://github.com/home/x") and not ABSOLUTE_PATH.search("runs/demo/tmp")
 
 
 @pytest.mark.parametrize("source", CHAPTERS, ids=IDS)

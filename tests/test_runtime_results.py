@@ -213,7 +213,7 @@ def test_resource_card_lists_every_profile(tmp_path):
     env = {"device": {"type": "cpu", "name": "x86_64", "threads": 2}, "git": {"commit": "0123456789abc"}}
     record = {"wall_s": 587.0, "budget_s": 900, "train_samples_per_s": 318.4, "peak_memory_mb": 993.0}
     results.write_bench("ccl", "demo", {**record, "runs": 27, "environment": env}, root=tmp_path)
-    card = results.resource_card("ccl", root=tmp_path).set_index("profile")
+    card = results.resource_card("ccl", root=tmp_path)
     assert list(card.index) == ["smoke", "demo", "paper"]
     assert card.loc["smoke", "device"] == "not measured yet"
     demo = card.loc["demo"]
