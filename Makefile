@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PROFILE ?= demo
 
-.PHONY: install test book bench clean
+.PHONY: install test book bench lab clean
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,11 @@ book: install
 ## make bench: time every chapter at the smoke and demo profiles on this machine
 bench: install
 	$(VENV)/bin/medlab bench --profiles smoke demo
+
+## make lab: JupyterLab on the notebooks; jupytext keeps each .py/.ipynb pair in step as you edit either
+lab: install
+	@$(PY) -c "import jupyterlab" 2>/dev/null || $(PY) -m pip install -q "jupyterlab>=4.0"
+	$(VENV)/bin/jupyter lab notebooks/
 
 clean:
 	rm -rf _build runs/notebooks

@@ -15,7 +15,7 @@ CHAPTERS = notebooks.chapters(ROOT)
 SLUGS = [notebooks.slug_of(source) for source in CHAPTERS]
 
 
-@pytest.mark.parametrize("slug", SLUGS)
+@pytest.mark.parametrize("slug", [*SLUGS, "template"])
 def test_chapter_satisfies_the_contract(slug):
     module = chapter.load(slug)  # raises with every problem listed
     assert isinstance(module, chapter.Chapter)
