@@ -46,6 +46,20 @@ class TableSpec:
 
 
 @dataclass(frozen=True)
+class GateSpec:
+    """A condition a comparison needs besides its baseline's gates, read from records: the mean of
+    ``metric`` over the records matching ``where`` is at least ``at_least`` and/or above its mean over
+    the records matching ``above`` (e.g. "the pretext task is learned on held-out data", "pretrained
+    features beat a random encoder")."""
+
+    name: str
+    metric: str
+    where: Mapping[str, Any] = field(default_factory=dict)
+    at_least: float | None = None
+    above: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
 class ComparisonSpec:
     """One comparison a chapter declares: ``method`` against ``baseline`` (values of ``column``) on
     ``metric``, over the records that match ``where`` (column -> value), paired by seed.
@@ -66,6 +80,7 @@ class ComparisonSpec:
     main: bool = False
     where: Mapping[str, Any] = field(default_factory=dict)
     percent: bool = True  # the metric is a share in [0, 1], reported in points
+    gates: tuple[GateSpec, ...] = ()
 
 
 @runtime_checkable

@@ -84,3 +84,227 @@ def significance_text(diff: Paired) -> str:
     if np.isnan(diff.p_value):
         return "too few seeds for a test" if diff.n < 2 else "no spread between seeds"
     return f"paired t-test p = {diff.p_value:.2f}"
+
+
+# ---------------------------------------------------------------------------------------------
+# The evidence standard: gates, intervals and verdicts of a chapter's declared comparisons
+
+LEARNED = 0.5  # the baseline must be at least halfway from floor to ceiling ...
+SATURATED = 0.95  # ... and below 95% of the way
+TARGET_HALF_WIDTH = 0.03  # main comparisons: 3 points of a 0-100 scale, or 3% of floor-to-ceiling
+VERDICTS = ("better", "worse", "no_difference", "void")
+
+
+def _rows(frame: pd.DataFrame, where: Mapping[str, Any]) -> pd.DataFrame:
+    for column, value in where.items():
+        if column not in frame:
+            return frame.iloc[0:0]
+        frame = frame[frame[column] == value]
+    return frame
+
+
+def progress(value: float, floor: float, ceiling: float) -> float:
+    """How far ``value`` lies from ``floor`` (0) to ``ceiling`` (1); works for lower-is-better metrics
+    (floor above ceiling) too."""
+    return (value - floor) / (ceiling - floor)
+
+
+def target_half_width(spec: Any) -> float:
+    """The precision a main comparison must reach, in the metric's units."""
+    return TARGET_HALF_WIDTH if spec.percent else TARGET_HALF_WIDTH * abs(spec.ceiling - spec.floor)
+
+
+def gate_passes(gate: Any, frame: pd.DataFrame) -> bool:
+    """Whether a :class:`medlab.chapter.GateSpec` holds on ``frame`` (False when it has no records)."""
+    values = _rows(frame, gate.where).get(f"metrics.{gate.metric}", pd.Series(dtype=float)).dropna()
+    if values.empty:
+        return False
+    ok = True
+    if gate.at_least is not None:
+        ok &= bool(values.mean() >= gate.at_least)
+    if gate.above is not None:
+        reference = _rows(frame, gate.above).get(f"metrics.{gate.metric}", pd.Series(dtype=float)).dropna()
+        ok &= bool(not reference.empty and values.mean() > reference.mean())
+    return ok
+
+
+def evaluate(spec: Any, frame: pd.DataFrame) -> dict[str, Any]:
+    """The verdict of one :class:`medlab.chapter.ComparisonSpec` on the records in ``frame``.
+
+    The interval is the t-interval of the per-seed paired differences (seeds are the unit of
+    replication: each seed redraws initialisation, batch order and augmentation, and the test set is
+    fixed). Gates: the baseline learned (at least halfway from floor to ceiling) and is not saturated
+    (below 95% of the way), the comparison's own gates (e.g. pretext task learned), at least two
+    seeds, and for main comparisons an interval half-width within the target. Words follow the
+    interval: ``better``/``worse`` only when it excludes zero, ``no_difference`` otherwise, ``void``
+    when a gate fails.
+    """
+    rows = _rows(frame, spec.where)
+    metric = f"metrics.{spec.metric}"
+    out: dict[str, Any] = {
+        "name": spec.name, "main": spec.main, "metric": spec.metric, "higher_is_better": spec.higher_is_better,
+        "floor": spec.floor, "ceiling": spec.ceiling, "baseline": spec.baseline, "method": spec.method,
+        "baseline_mean": None, "method_mean": None, "diff_mean": None, "ci95": [None, None], "n_seeds": 0,
+        "n_eval": None, "gates": {}, "verdict": "void", "reason": "", "percent": spec.percent,
+    }
+    present = set(rows.get(spec.column, []))
+    missing = [v for v in (spec.method, spec.baseline) if v not in present]
+    if metric not in rows or missing:
+        out["reason"] = f"no records of {', '.join(map(str, missing)) or spec.metric}"
+        return out
+    means = rows.groupby(spec.column)[metric].mean()
+    baseline_mean, method_mean = float(means[spec.baseline]), float(means[spec.method])
+    diff = paired(rows, spec.metric, spec.column, spec.method, spec.baseline)
+    reached = progress(baseline_mean, spec.floor, spec.ceiling)
+    gates = {
+        "baseline_learned": bool(reached >= LEARNED),
+        "baseline_not_saturated": bool(reached < SATURATED),
+        "two_or_more_seeds": diff.n >= 2,
+    }
+    for gate in getattr(spec, "gates", ()):
+        gates[gate.name] = gate_passes(gate, frame)
+    if spec.main and diff.n >= 2:
+        gates["precise_enough"] = bool(diff.half_width <= target_half_width(spec) + 1e-12)
+    n_eval = rows.get("metrics.n_eval")
+    out.update(
+        baseline_mean=baseline_mean, method_mean=method_mean, diff_mean=diff.mean, ci95=list(diff.ci95),
+        n_seeds=diff.n, n_eval=None if n_eval is None or n_eval.dropna().empty else float(n_eval.dropna().mean()),
+        gates=gates,
+    )
+    failed = [name for name, ok in gates.items() if not ok]
+    scale, unit = (100.0, " points") if spec.percent else (1.0, "")
+    if failed:
+        why = {
+            "baseline_learned": f"the baseline reached {reached:.0%} of the way from floor to ceiling (at least {LEARNED:.0%} needed)",
+            "baseline_not_saturated": f"the baseline is saturated ({reached:.0%} of the way to the ceiling)",
+            "two_or_more_seeds": f"{diff.n} paired seed(s): no interval",
+            "precise_enough": f"the interval ±{diff.half_width * scale:.1f}{unit} is wider than the ±{target_half_width(spec) * scale:.1f}{unit} the standard asks",
+        }
+        out["verdict"] = "void"
+        out["reason"] = "; ".join(why.get(name, f"gate failed: {name}") for name in failed)
+        return out
+    lo, hi = diff.ci95
+    better_sign = 1 if spec.higher_is_better else -1
+    if lo > 0 or hi < 0:
+        out["verdict"] = "better" if (diff.mean * better_sign) > 0 else "worse"
+    else:
+        out["verdict"] = "no_difference"
+        out["reason"] = f"no difference detectable at ±{diff.half_width * scale:.1f}{unit}"
+    return out
+
+
+def evaluate_all(specs: Any, frame: pd.DataFrame) -> list[dict[str, Any]]:
+    return [evaluate(spec, frame) for spec in specs]
+
+
+def comparisons_path(slug: str, profile: str, root: Any = None) -> Any:
+    from pathlib import Path
+
+    from medlab.results import results_root
+
+    return Path(root if root is not None else results_root()) / profile / slug / "comparisons.json"
+
+
+def write_comparisons(slug: str, profile: str, verdicts: list[dict[str, Any]], root: Any = None) -> Any:
+    """Write ``results/<profile>/<slug>/comparisons.json`` (the machine-readable verdicts)."""
+    import json
+
+    from medlab.results import _jsonable
+
+    path = comparisons_path(slug, profile, root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(_jsonable(verdicts), indent=1) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def load_comparisons(slug: str, profile: str, root: Any = None) -> list[dict[str, Any]]:
+    import json
+
+    path = comparisons_path(slug, profile, root)
+    return json.loads(path.read_text()) if path.exists() else []
+
+
+def sentence(verdict: Mapping[str, Any], labels: Mapping[Any, str] | None = None) -> str:
+    """One comparison in words that follow its interval."""
+    labels = labels or {}
+    method, baseline = labels.get(verdict["method"], verdict["method"]), labels.get(verdict["baseline"], verdict["baseline"])
+    scale, unit = (100.0, " points") if verdict.get("percent", True) else (1.0, "")
+    name = verdict["metric"].replace("_", " ")
+    if verdict["verdict"] == "void":
+        return f"**{verdict['name']}**: void — {verdict['reason']}."
+    lo, hi = verdict["ci95"]
+    text = (
+        f"**{verdict['name']}**: {method} minus {baseline}, {name} {verdict['diff_mean'] * scale:+.1f}{unit} "
+        f"(95% interval {lo * scale:+.1f} to {hi * scale:+.1f}, {verdict['n_seeds']} seeds"
+        + (f", {verdict['n_eval']:.0f} test items" if verdict.get("n_eval") else "")
+        + "): "
+    )
+    if verdict["verdict"] == "better":
+        return text + f"{method} is better."
+    if verdict["verdict"] == "worse":
+        return text + f"{method} is worse."
+    return text + f"{verdict['reason']}."
+
+
+def verdicts_markdown(verdicts: list[dict[str, Any]], labels: Mapping[Any, str] | None = None) -> str:
+    """"What the runs show": the main comparisons first, then the others, one line each."""
+    ordered = [v for v in verdicts if v["main"]] + [v for v in verdicts if not v["main"]]
+    lines = []
+    for verdict in ordered:
+        lines.append(("- (main) " if verdict["main"] else "- ") + sentence(verdict, labels))
+    return "\n".join(lines) if lines else "No comparisons declared."
+
+
+def verdicts_table(verdicts: list[dict[str, Any]]) -> pd.DataFrame:
+    """The verdicts as a table: means, paired difference with its interval, seeds, test items, verdict."""
+    rows = []
+    for v in verdicts:
+        percent = v.get("percent", True)
+        scale = 100.0 if percent else 1.0
+        fmt = (lambda x: "" if x is None else f"{x * scale:.1f}") if percent else (lambda x: "" if x is None else f"{x:.3g}")
+        lo, hi = v["ci95"]
+        rows.append(
+            {
+                "comparison": v["name"] + (" (main)" if v["main"] else ""),
+                "baseline": fmt(v["baseline_mean"]),
+                "method": fmt(v["method_mean"]),
+                "difference [95% CI]": "" if v["diff_mean"] is None else f"{v['diff_mean'] * scale:+.1f} [{(lo or 0) * scale:+.1f}, {(hi or 0) * scale:+.1f}]",
+                "seeds": v["n_seeds"],
+                "test items": "" if v["n_eval"] is None else f"{v['n_eval']:.0f}",
+                "verdict": v["verdict"].replace("_", " "),
+            }
+        )
+    return pd.DataFrame(rows).set_index("comparison") if rows else pd.DataFrame()
+
+
+def differences_figure(specs: Any, frame: pd.DataFrame, labels: Mapping[Any, str] | None = None):
+    """Per-seed paired differences (points) with the mean and its 95% interval, one row per comparison
+    (seaborn); the zero line is "no difference"."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    labels = labels or {}
+    rows, intervals = [], []
+    for spec in specs:
+        subset = _rows(frame, spec.where)
+        if spec.column not in subset or not {spec.method, spec.baseline} <= set(subset[spec.column]):
+            continue
+        diff = paired(subset, spec.metric, spec.column, spec.method, spec.baseline)
+        scale = 100.0 if spec.percent else 1.0
+        name = spec.name + (" (main)" if spec.main else "")
+        rows += [{"comparison": name, "difference": v * scale} for v in diff.values]
+        intervals.append((name, diff.mean * scale, [x * scale for x in diff.ci95]))
+    fig, ax = plt.subplots(figsize=(7.5, 0.6 + 0.55 * max(1, len(intervals))))
+    if rows:
+        data = pd.DataFrame(rows)
+        sns.stripplot(data=data, x="difference", y="comparison", ax=ax, color="0.35", size=5, jitter=0.12)
+        for i, (_, mean, (lo, hi)) in enumerate(intervals):
+            ax.errorbar(mean, i, xerr=[[mean - lo], [hi - mean]], fmt="D", color="tab:red", capsize=4, zorder=3)
+    ax.axvline(0, color="0.2", lw=0.8, ls="--")
+    ax.set_xlabel("method minus baseline, per seed (points where the metric is a share)")
+    ax.set_ylabel("")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    return fig

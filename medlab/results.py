@@ -188,7 +188,8 @@ def iter_records(
         chapters = [folder / _slug(chapter)] if chapter else sorted(p for p in folder.iterdir() if p.is_dir())
         for chapter_dir in chapters:
             for path in sorted(chapter_dir.glob("*.json")):
-                yield read_record(path)
+                if path.name != "comparisons.json":  # the chapter's verdicts (medlab.report), not a run
+                    yield read_record(path)
 
 
 def load(
