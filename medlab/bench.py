@@ -2,13 +2,14 @@
 
 Each chapter runs in a fresh temporary runs and results folder (nothing is resumed, nothing is added
 to ``results/<profile>/``), and one benchmark record per chapter, profile and device is written under
-``results/bench/``. The budgets of the profile contract (smoke <= 60 s, demo <= 15 min on 2 CPU
-cores) are checked against it.
+``medlab/resources/bench/`` (shipped with the package: each chapter's resource card reads it). The budgets of the profile contract (smoke <= 60 s, demo <= 15 min on 2 CPU
+cores) are checked against it. :func:`loader_throughput` measures what the readers' item cache gains.
 """
 
 from __future__ import annotations
 
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -97,3 +98,75 @@ def run(chapters: Sequence[str] | None, profiles: Sequence[str]) -> list[dict[st
                 )
             rows.append({"chapter": slug, "profile": profile, **measured})
     return rows
+
+
+def loader_throughput(
+    n_images: int = 400,
+    image_size: int = 224,
+    batch_size: int = 32,
+    num_workers: int = 2,
+    size: tuple[int, int] = (600, 450),
+    write: bool = True,
+    root: str | Path | None = None,
+) -> dict[str, Any]:
+    """Images per second through a DataLoader of the ISIC 2018 reader at ``image_size``, decoding every
+    JPEG every epoch (``cache=False``) and from the item cache (its second epoch; the first fills it).
+
+    The data is a generated fixture in the official layout: ``n_images`` JPEGs of ``size`` (width, height;
+    ISIC 2018's are 600 x 450) in a temporary folder, with a temporary cache folder. Both loaders keep
+    their ``num_workers`` workers across epochs and the second epoch of each is timed. Prints the two
+    figures and their ratio and, if ``write``, records them with :func:`medlab.results.write_bench` as
+    chapter ``loaders``, profile ``isic2018-<image_size>``, under ``<root>/bench/loaders/`` (``root``
+    defaults to the results folder, so the record stays out of the chapters' benchmark table).
+    """
+    from torch.utils.data import DataLoader
+
+    from medlab.data.formats.isic2018 import ISIC2018Task3, write_fixture
+
+    labels = tuple(int(k) for k in np.random.default_rng(0).integers(0, 7, n_images))
+    with tempfile.TemporaryDirectory(prefix="medlab-bench-loaders-") as tmp:
+        data_dir, cache_dir = Path(tmp) / "isic2018", Path(tmp) / "cache"
+        write_fixture(data_dir, "Training", labels, size=size)
+
+        def epochs(cache: bool) -> list[float]:
+            dataset = ISIC2018Task3(data_dir, "train", image_size=image_size, cache=cache, cache_dir=cache_dir)
+            loader = DataLoader(
+                dataset, batch_size=batch_size, num_workers=num_workers, persistent_workers=num_workers > 0
+            )
+            seconds = []
+            for _ in range(2):
+                start = time.perf_counter()
+                count = sum(len(images) for images, _ in loader)
+                seconds.append(time.perf_counter() - start)
+            if count != n_images:
+                raise RuntimeError(f"the loader gave {count} images of {n_images}")
+            return seconds
+
+        decode_s, cached_s = epochs(cache=False), epochs(cache=True)
+    measured = {
+        "kind": "loader_throughput",
+        "dataset": "isic2018 (generated fixture, official layout)",
+        "n_images": n_images,
+        "source_size": list(size),
+        "image_size": image_size,
+        "batch_size": batch_size,
+        "num_workers": num_workers,
+        "decode_images_per_s": n_images / decode_s[1],
+        "cached_images_per_s": n_images / cached_s[1],
+        "filling_images_per_s": n_images / cached_s[0],
+        "speedup": decode_s[1] / cached_s[1],
+        "wall_s": sum(decode_s) + sum(cached_s),
+        "environment": environment_record(choose_device()),
+    }
+    print(
+        f"ISIC 2018 loader, {n_images} JPEGs of {size[0]}x{size[1]} at {image_size}, {num_workers} workers: "
+        f"decode every epoch {measured['decode_images_per_s']:,.0f} images/s; cached (second epoch) "
+        f"{measured['cached_images_per_s']:,.0f} images/s; x{measured['speedup']:.1f} "
+        f"(first, filling epoch {measured['filling_images_per_s']:,.0f} images/s)",
+        flush=True,
+    )
+    if write:
+        root = results.results_root() if root is None else root
+        measured["path"] = str(results.write_bench("loaders", f"isic2018-{image_size}", measured, root=root))
+        print(f"  -> {measured['path']}", flush=True)
+    return measured

@@ -79,28 +79,15 @@ def write_brats(
     return cases
 
 
-@pytest.fixture(scope="session", name="release")
-def _release(tmp_path_factory):
-    """One written copy per layout; tests get a fresh copy (some damage it)."""
-    roots = {}
-    for layout in ("graded", "flat"):
-        root = tmp_path_factory.mktemp(layout)
-        write_brats(root, layout)
-        roots[layout] = root
-    return roots
-
-
 @pytest.fixture(name="brats", params=["graded", "flat"])
-def _brats(request, release, tmp_path):
-    root = tmp_path / "brats"
-    shutil.copytree(release[request.param], root)
-    return root, sorted(case_names(request.param))
+def _brats(request, fresh_copy):
+    """A fresh copy of a release in each layout (some tests damage it) and its cases."""
+    return fresh_copy(write_brats, request.param, name="brats"), sorted(case_names(request.param))
 
 
 @pytest.fixture(name="graded")
-def _graded(release, tmp_path):
-    root = tmp_path / "brats"
-    shutil.copytree(release["graded"], root)
+def _graded(fresh_copy):
+    root = fresh_copy(write_brats, "graded", name="brats")
     return root, sorted(case_names("graded"))  # as find_cases orders them: LGG ones first here
 
 
@@ -257,30 +244,6 @@ def test_cache_and_transform(graded):
 
 
 # --- bad inputs ------------------------------------------------------------------------------------
-
-
-def test_missing_data_dir(tmp_path):
-    missing = at(tmp_path / "nope")
-    with pytest.raises(FileNotFoundError, match=rf"data_dir {missing} does not exist.*data/README.md"):
-        BraTS(tmp_path / "nope")
-
-
-def test_data_dir_is_a_file(tmp_path):
-    (tmp_path / "brats.zip").write_bytes(b"PK")
-    with pytest.raises(NotADirectoryError, match=rf"data_dir {at(tmp_path / 'brats.zip')} is a file"):
-        BraTS(tmp_path / "brats.zip")
-
-
-def test_no_case_folder_lists_what_was_found(tmp_path):
-    (tmp_path / "MICCAI_BraTS_2018_Data_Training").mkdir()  # extracted one level too deep
-    (tmp_path / "notes.txt").write_text("x")
-    with pytest.raises(
-        FileNotFoundError,
-        match=r"has no BraTS case folder: expected .*/<case>/ .*"
-        r"\(found: \['MICCAI_BraTS_2018_Data_Training/', "
-        r"'notes.txt'\]\)",
-    ):
-        BraTS(tmp_path)
 
 
 def test_empty_grade_folders_list_what_was_found(tmp_path):

@@ -84,19 +84,10 @@ def write_drishti(root: Path, parts=("Training", "Test")) -> Path:
     return base
 
 
-@pytest.fixture(scope="session", name="release")
-def _release(tmp_path_factory):
-    root = tmp_path_factory.mktemp("drishti")
-    write_drishti(root)
-    return root
-
-
 @pytest.fixture(name="drishti")
-def _drishti(release, tmp_path):
+def _drishti(fresh_copy):
     """A fresh copy of the fixture: the folder holding ``Drishti-GS1_files``."""
-    root = tmp_path / "data"
-    shutil.copytree(release, root)
-    return root
+    return fresh_copy(write_drishti)
 
 
 def at(path: Path) -> str:
@@ -226,28 +217,6 @@ def test_test_ground_truth_missing_leaves_training_usable(tmp_path):
 
 
 # --- bad inputs ------------------------------------------------------------------------------------
-
-
-def test_missing_data_dir(tmp_path):
-    with pytest.raises(FileNotFoundError, match=rf"data_dir {at(tmp_path / 'nope')} does not exist.*README"):
-        DrishtiGS(tmp_path / "nope")
-
-
-def test_data_dir_is_a_file(tmp_path):
-    (tmp_path / "Drishti-GS1_files.rar").write_bytes(b"Rar!")
-    with pytest.raises(NotADirectoryError, match=rf"data_dir {at(tmp_path / 'Drishti-GS1_files.rar')} is a"):
-        DrishtiGS(tmp_path / "Drishti-GS1_files.rar")
-
-
-def test_wrong_layout_lists_what_was_found(tmp_path):
-    (tmp_path / "Drishti-GS1").mkdir()
-    (tmp_path / "notes.txt").write_text("x")
-    with pytest.raises(
-        FileNotFoundError,
-        match=r"not in the Drishti-GS1 layout: it has neither Training/ and Test/ nor Drishti-GS1_files/ "
-        r"\(found: \['Drishti-GS1/', 'notes.txt'\]\)",
-    ):
-        DrishtiGS(tmp_path)
 
 
 def test_image_without_ground_truth(drishti):

@@ -108,22 +108,6 @@ def test_reader_reads_the_official_layout(tmp_path, write_isic):
     assert val.targets.tolist() == [3, 4]
 
 
-def test_missing_data_dir(tmp_path, write_isic):
-    with pytest.raises(
-        FileNotFoundError, match=rf"data_dir {tmp_path / 'nope'} does not exist.*data/README.md"
-    ):
-        ISIC2018Task3(tmp_path / "nope")
-
-
-def test_wrong_layout_names_what_was_expected(tmp_path, write_isic):
-    (tmp_path / "images").mkdir()
-    with pytest.raises(
-        FileNotFoundError,
-        match=r"not in the ISIC 2018 Task 3 layout.*ISIC2018_Task3_Training_Input/.*found: \['images'\]",
-    ):
-        ISIC2018Task3(tmp_path)
-
-
 def test_missing_ground_truth(tmp_path, write_isic):
     write_isic(tmp_path)
     (tmp_path / "ISIC2018_Task3_Training_GroundTruth" / "ISIC2018_Task3_Training_GroundTruth.csv").unlink()

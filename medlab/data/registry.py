@@ -1,238 +1,181 @@
 """The dataset registry: ``load(name, split, data_dir=None, ...)`` returns a torch Dataset.
 
 ``data_dir=None`` gives the chapter's synthetic data (generated from a seed, offline); a path gives the
-real dataset, read in its official layout by a reader in :mod:`medlab.data.formats`.
+real dataset, read in its official layout by a reader in :mod:`medlab.data.formats`. Each dataset is an
+:class:`Entry` naming its reader and its generator as ``"module:attribute"`` strings, imported only when
+:func:`load` needs them (this module imports no reader or generator).
 """
 
 from __future__ import annotations
 
+import importlib
+import inspect
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from torch.utils.data import Dataset
+from medlab.data.splits import SPLITS
 
-SPLITS = ("train", "val", "test", "unlabeled")  # "unlabeled": images for self-supervised pretraining
-_REGISTRY: dict[str, Callable[..., Dataset]] = {}
-_DESCRIPTIONS: dict[str, str] = {}
-_SPLITS_OF: dict[str, tuple[str, ...]] = {}
+_REGISTRY: dict[str, "Entry"] = {}
 
 
-def register(name: str, description: str, splits: tuple[str, ...] = ("train", "val", "test")) -> Callable:
-    """Register a dataset factory ``factory(split, data_dir, **options) -> Dataset`` under ``name``,
-    offering ``splits``."""
+def _module(reference: str) -> str:
+    module, _, attribute = reference.partition(":")
+    if not module or not attribute:
+        raise ValueError(f"{reference!r} is not a 'module:attribute' reference")
+    return module
 
-    def decorate(factory: Callable[..., Dataset]) -> Callable[..., Dataset]:
-        if name in _REGISTRY:
-            raise ValueError(f"dataset {name!r} is registered twice")
-        unknown = set(splits) - set(SPLITS)
+
+def resolve(reference: str) -> Callable:
+    """The object a ``"module:attribute"`` reference names (its module is imported now)."""
+    module, _, attribute = reference.partition(":")
+    try:
+        return getattr(importlib.import_module(_module(reference)), attribute)
+    except AttributeError:
+        raise ImportError(f"module {module} has no {attribute!r} (reference {reference!r})") from None
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A registered dataset. ``real`` is its reader, called as ``reader(data_dir, split, **options)``, and
+    ``synthetic`` its generator, called as ``generator(split, n=..., **options)``; both are lazy
+    ``"module:attribute"`` references. ``real=None`` means there is no reader; ``real_unavailable`` then
+    says why (the error a ``data_dir`` gets)."""
+
+    name: str
+    description: str
+    splits: tuple[str, ...]
+    real: str | None
+    synthetic: str
+    real_unavailable: str | None = None
+
+    def __post_init__(self):
+        unknown = set(self.splits) - set(SPLITS)
         if unknown:
-            raise ValueError(f"dataset {name!r} declares unknown split(s) {sorted(unknown)}")
-        _REGISTRY[name] = factory
-        _DESCRIPTIONS[name] = description
-        _SPLITS_OF[name] = tuple(splits)
-        return factory
+            raise ValueError(f"dataset {self.name!r} declares unknown split(s) {sorted(unknown)}")
+        for reference in (self.real, self.synthetic):
+            if reference is not None:
+                _module(reference)
+        if self.real is None and not self.real_unavailable:
+            raise ValueError(f"dataset {self.name!r} has no reader: say why in real_unavailable")
 
-    return decorate
+    @property
+    def modules(self) -> tuple[str, ...]:
+        """The dotted names of the modules of its reader and its generator."""
+        return tuple(_module(r) for r in (self.real, self.synthetic) if r is not None)
+
+
+def register(
+    name: str,
+    description: str,
+    splits: tuple[str, ...] = ("train", "val", "test"),
+    *,
+    real: str | None,
+    synthetic: str,
+    real_unavailable: str | None = None,
+) -> Entry:
+    """Register dataset ``name`` (see :class:`Entry` for the fields) and return its entry."""
+    if name in _REGISTRY:
+        raise ValueError(f"dataset {name!r} is registered twice")
+    _REGISTRY[name] = Entry(name, description, tuple(splits), real, synthetic, real_unavailable)
+    return _REGISTRY[name]
+
+
+def entry(name: str) -> Entry:
+    """The registry's entry for dataset ``name``."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown dataset {name!r}; available: {', '.join(sorted(_REGISTRY)) or 'none'}")
+    return _REGISTRY[name]
 
 
 def available() -> dict[str, str]:
     """Registered dataset names and what each is."""
-    return dict(_DESCRIPTIONS)
+    return {name: e.description for name, e in _REGISTRY.items()}
 
 
 def splits_of(name: str) -> tuple[str, ...]:
     """The splits dataset ``name`` offers."""
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown dataset {name!r}; available: {', '.join(sorted(_REGISTRY)) or 'none'}")
-    return _SPLITS_OF[name]
+    return entry(name).splits
 
 
-def load(name: str, split: str, data_dir: str | Path | None = None, **options: Any) -> Dataset:
+def _call(e: Entry, reference: str, kind: str, args: tuple, options: dict[str, Any]):
+    """``resolve(reference)(*args, **options)``, after checking that it accepts ``options``."""
+    factory = resolve(reference)
+    parameters = list(inspect.signature(factory).parameters.values())
+    accepted = [p.name for p in parameters[len(args) :] if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    takes_any = any(p.kind == p.VAR_KEYWORD for p in parameters)
+    unknown = [key for key in options if key not in accepted and not takes_any]
+    if unknown:
+        raise ValueError(
+            f"dataset {e.name!r}: the {kind} ({reference}) does not accept option(s) "
+            f"{', '.join(map(repr, unknown))}; it accepts {', '.join(accepted)}"
+        )
+    return factory(*args, **options)
+
+
+def load(name: str, split: str, data_dir: str | Path | None = None, **options: Any):
     """The ``split`` of dataset ``name``; synthetic when ``data_dir`` is None.
 
     Splits are "train", "val", "test" and, for datasets used for self-supervised pretraining,
-    "unlabeled" (a pool whose labels the pretraining does not read).
+    "unlabeled" (a pool whose labels the pretraining does not read). Synthetic data needs ``n``, the
+    number of items of the split; real data refuses it. ``options`` go to the reader or generator; one
+    it does not accept is a ValueError naming the dataset.
     """
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown dataset {name!r}; available: {', '.join(sorted(_REGISTRY)) or 'none'}")
-    if split not in _SPLITS_OF[name]:
-        raise ValueError(
-            f"unknown split {split!r} for dataset {name!r}; expected one of {', '.join(_SPLITS_OF[name])}"
-        )
-    return _REGISTRY[name](split=split, data_dir=None if data_dir is None else Path(data_dir), **options)
+    e = entry(name)
+    if split not in e.splits:
+        raise ValueError(f"unknown split {split!r} for dataset {name!r}; expected one of {', '.join(e.splits)}")
+    if data_dir is None:
+        return _call(e, e.synthetic, "synthetic generator", (split,), options)
+    data_dir = Path(data_dir)
+    if e.real is None:
+        raise ValueError(f"data_dir={str(data_dir)!r}: {e.real_unavailable}")
+    if options.pop("n", None) is not None:
+        title = getattr(resolve(e.real), "title", name)
+        raise ValueError(f"n (the number of synthetic items) cannot be set for the real {title} data")
+    return _call(e, e.real, "reader", (data_dir, split), options)
 
 
-_SPLIT_OFFSET = {"train": 0, "val": 1, "test": 2, "unlabeled": 3}
-
-
-@register(
-    "isic2018", "ISIC 2018 Task 3 skin-lesion diagnosis (7 classes); synthetic look-alike without data_dir"
+register(
+    "isic2018",
+    "ISIC 2018 Task 3 skin-lesion diagnosis (7 classes); synthetic look-alike without data_dir",
+    real="medlab.data.formats.isic2018:ISIC2018Task3",
+    synthetic="medlab.data.synth.skin_lesions:isic2018_lookalike",
 )
-def _isic2018(
-    split: str,
-    data_dir: Path | None,
-    image_size: int = 64,
-    n: int | None = None,
-    attribute_noise: float = 0.16,
-    seed: int = 2018,
-    transform: Callable | None = None,
-) -> Dataset:
-    if data_dir is not None:
-        from medlab.data.formats.isic2018 import ISIC2018Task3
-
-        if n is not None:
-            raise ValueError("n (the number of synthetic images) cannot be set for the real ISIC 2018 data")
-        return ISIC2018Task3(data_dir, split, image_size=image_size, transform=transform)
-    from medlab.data.synth.skin_lesions import SkinLesionSpec, SyntheticSkinLesions
-
-    if n is None:
-        raise ValueError("the synthetic ISIC 2018 look-alike needs n, the number of images of the split")
-    spec = SkinLesionSpec(
-        n=n, image_size=image_size, attribute_noise=attribute_noise, seed=seed * 10 + _SPLIT_OFFSET[split]
-    )
-    return SyntheticSkinLesions(spec, transform=transform)
-
-
-@register(
+register(
     "chestxray14",
     "ChestX-ray14 frontal radiographs, 14 findings (multi-label); synthetic radiographs without data_dir",
-    splits=SPLITS,
+    SPLITS,
+    real="medlab.data.formats.chestxray14:ChestXray14",
+    synthetic="medlab.data.synth.chest_xrays:chestxray14_lookalike",
 )
-def _chestxray14(
-    split: str,
-    data_dir: Path | None,
-    image_size: int = 64,
-    n: int | None = None,
-    prevalence_floor: float = 0.02,
-    seed: int = 2020,
-    val_fraction: float = 0.1,
-    transform: Callable | None = None,
-) -> Dataset:
-    if data_dir is not None:
-        from medlab.data.formats.chestxray14 import ChestXray14
-
-        if n is not None:
-            raise ValueError("n (the number of synthetic images) cannot be set for the real ChestX-ray14 data")
-        return ChestXray14(data_dir, split, image_size=image_size, val_fraction=val_fraction, transform=transform)
-    from medlab.data.synth.chest_xrays import ChestXraySpec, SyntheticChestXrays
-
-    if n is None:
-        raise ValueError("the synthetic radiographs need n, the number of images of the split")
-    spec = ChestXraySpec(
-        n=n, image_size=image_size, prevalence_floor=prevalence_floor, seed=seed * 10 + _SPLIT_OFFSET[split]
-    )
-    return SyntheticChestXrays(spec, transform=transform)
-
-
-@register(
+register(
     "head_ct",
     "Head CT volumes, haemorrhage type (none, intraparenchymal, subdural, intraventricular); synthetic only",
-    splits=SPLITS,
+    SPLITS,
+    real=None,
+    synthetic="medlab.data.synth.brains3d:head_ct_lookalike",
+    real_unavailable=(
+        "the head CT set of the Rubik's cube paper (1,486 scans from the authors' hospital) is private, so "
+        "medlab has no reader for it; leave data_dir unset for the synthetic head CTs (data/README.md, "
+        "BraTS section)"
+    ),
 )
-def _head_ct(
-    split: str,
-    data_dir: Path | None,
-    size: int = 32,
-    n: int | None = None,
-    seed: int = 2019,
-    transform: Callable | None = None,
-) -> Dataset:
-    if data_dir is not None:
-        raise ValueError(
-            f"data_dir={str(data_dir)!r}: the head CT set of the Rubik's cube paper (1,486 scans from the "
-            "authors' hospital) is private, so medlab has no reader for it; leave data_dir unset for the "
-            "synthetic head CTs (data/README.md, BraTS section)"
-        )
-    from medlab.data.synth.brains3d import SyntheticHeadCTs, SyntheticHeadCTSpec
-
-    if n is None:
-        raise ValueError("the synthetic head CTs need n, the number of volumes of the split")
-    return SyntheticHeadCTs(
-        SyntheticHeadCTSpec(n=n, size=size, seed=seed * 10 + _SPLIT_OFFSET[split]), transform=transform
-    )
-
-
-@register(
+register(
     "brats",
     "BraTS 2018-2020 brain MR (t1, t1ce, t2, flair) with tumour sub-region masks; synthetic look-alike without data_dir",
-    splits=SPLITS,
+    SPLITS,
+    real="medlab.data.formats.brats:BraTS",
+    synthetic="medlab.data.synth.brains3d:brats_lookalike",
 )
-def _brats(
-    split: str,
-    data_dir: Path | None,
-    size: int = 32,
-    n: int | None = None,
-    seed: int = 2019,
-    val_fraction: float = 0.15,
-    test_fraction: float = 0.15,
-    transform: Callable | None = None,
-) -> Dataset:
-    if data_dir is not None:
-        from medlab.data.formats.brats import BraTS
-
-        if n is not None:
-            raise ValueError("n (the number of synthetic volumes) cannot be set for the real BraTS data")
-        return BraTS(
-            data_dir, split, size=size, val_fraction=val_fraction, test_fraction=test_fraction, transform=transform
-        )
-    from medlab.data.synth.brains3d import SyntheticBrainTumours, SyntheticBrainTumourSpec
-
-    if n is None:
-        raise ValueError("the synthetic brain tumour volumes need n, the number of volumes of the split")
-    return SyntheticBrainTumours(
-        SyntheticBrainTumourSpec(n=n, size=size, seed=seed * 10 + _SPLIT_OFFSET[split]), transform=transform
-    )
-
-
-def _synthetic_fundus(name: str, domain: str, split: str, n: int | None, image_size: int, seed: int, transform):
-    from medlab.data.synth.fundus import SyntheticFundus, SyntheticFundusSpec
-
-    if n is None:
-        raise ValueError(f"the synthetic {name} look-alike needs n, the number of images of the split")
-    spec = SyntheticFundusSpec(n=n, image_size=image_size, domain=domain, seed=seed * 10 + _SPLIT_OFFSET[split])
-    return SyntheticFundus(spec, transform=transform)
-
-
-@register(
+register(
     "refuge",
     "REFUGE 2018 colour fundus photographs, optic disc and cup masks (disc-centred crops); synthetic look-alike without data_dir",
+    real="medlab.data.formats.refuge:REFUGE",
+    synthetic="medlab.data.synth.fundus:refuge_lookalike",
 )
-def _refuge(
-    split: str,
-    data_dir: Path | None,
-    image_size: int = 64,
-    n: int | None = None,
-    seed: int = 2020,
-    roi: str = "disc",
-    transform: Callable | None = None,
-) -> Dataset:
-    if data_dir is not None:
-        from medlab.data.formats.refuge import REFUGE
-
-        if n is not None:
-            raise ValueError("n (the number of synthetic images) cannot be set for the real REFUGE data")
-        return REFUGE(data_dir, split, image_size=image_size, roi=roi, transform=transform)
-    return _synthetic_fundus("REFUGE", "refuge", split, n, image_size, seed, transform)
-
-
-@register(
+register(
     "drishti_gs",
     "Drishti-GS1 colour fundus photographs, optic disc and cup from the annotators' soft maps; synthetic look-alike (another camera) without data_dir",
+    real="medlab.data.formats.drishti_gs:DrishtiGS",
+    synthetic="medlab.data.synth.fundus:drishti_gs_lookalike",
 )
-def _drishti_gs(
-    split: str,
-    data_dir: Path | None,
-    image_size: int = 64,
-    n: int | None = None,
-    seed: int = 2020,
-    roi: str = "disc",
-    soft_threshold: float = 0.5,
-    transform: Callable | None = None,
-) -> Dataset:
-    if data_dir is not None:
-        from medlab.data.formats.drishti_gs import DrishtiGS
-
-        if n is not None:
-            raise ValueError("n (the number of synthetic images) cannot be set for the real Drishti-GS data")
-        return DrishtiGS(data_dir, split, image_size=image_size, roi=roi, soft_threshold=soft_threshold, transform=transform)
-    return _synthetic_fundus("Drishti-GS", "drishti", split, n, image_size, seed, transform)

@@ -39,15 +39,15 @@ import torch.nn.functional as F
 from nibabel.filebasedimages import ImageFileError
 from torch.utils.data import Dataset
 
-MODALITIES = ("t1", "t1ce", "t2", "flair")
+from medlab.data.constants import BRATS_LABELS as LABELS
+from medlab.data.constants import GRADES, MODALITIES
+from medlab.data.constants import TUMOUR_CLASSES as CLASS_NAMES  # training indices 0..3
+from medlab.data.formats.common import check_data_dir, examples, found
+
 SEG = "seg"
 KINDS = (*MODALITIES, SEG)
-# BraTS label values: background, necrotic / non-enhancing tumour core, peritumoral oedema, enhancing tumour
-LABELS = (0, 1, 2, 4)
-CLASS_NAMES = ("background", "necrotic core", "oedema", "enhancing tumour")  # training indices 0..3
 # The three regions BraTS evaluates, as sets of training indices
 REGIONS = {"whole tumour": (1, 2, 3), "tumour core": (1, 3), "enhancing tumour": (3,)}
-GRADES = ("HGG", "LGG")
 SPLITS = ("train", "val", "test", "unlabeled")
 SUFFIXES = (".nii.gz", ".nii")
 CASE_FILE = re.compile(r"(?P<prefix>.+)_(?P<kind>t1ce|t1|t2|flair|seg)\.nii(\.gz)?")
@@ -55,19 +55,6 @@ AFFINE_ATOL = 1e-3
 MIN_SIZE = 8
 DOCS = "see data/README.md (BraTS) for where to get the data and the layout medlab expects"
 _READ_ERRORS = (ImageFileError, OSError, EOFError, ValueError, zlib.error)
-
-
-def _examples(items, limit: int = 5) -> str:
-    items = sorted(items)
-    shown = ", ".join(items[:limit])
-    return shown + (f" ... ({len(items)} in all)" if len(items) > limit else "")
-
-
-def _found(folder: Path, limit: int = 10) -> str:
-    names = sorted(p.name + ("/" if p.is_dir() else "") for p in folder.iterdir())
-    if not names:
-        return "nothing"
-    return str(names[:limit]) + (f" ... ({len(names)} in all)" if len(names) > limit else "")
 
 
 @dataclass
@@ -106,11 +93,7 @@ def find_cases(root: str | Path) -> list[Case]:
     what it holds), NotADirectoryError when it is a file, and ValueError for a case missing a file,
     a modality present both as ``.nii`` and ``.nii.gz``, a file not named after its case folder, a case
     in two grade folders, or a release without segmentations (validation or test)."""
-    root = Path(root).expanduser()
-    if not root.exists():
-        raise FileNotFoundError(f"data_dir {root} does not exist; {DOCS}")
-    if not root.is_dir():
-        raise NotADirectoryError(f"data_dir {root} is a file, expected the folder holding BraTS")
+    root = check_data_dir(root, "the folder holding BraTS", DOCS)
     grade_dirs = [root / grade for grade in GRADES if (root / grade).is_dir()]
     if grade_dirs:
         candidates = [(d.name, folder) for d in grade_dirs for folder in sorted(d.iterdir())]
@@ -118,7 +101,7 @@ def find_cases(root: str | Path) -> list[Case]:
         if stray:
             raise ValueError(
                 f"{root} holds grade folders ({', '.join(d.name for d in grade_dirs)}) and also case folders "
-                f"outside them: {_examples(stray)}; put every case in HGG/ or LGG/, or remove the grade "
+                f"outside them: {examples(stray)}; put every case in HGG/ or LGG/, or remove the grade "
                 f"folders"
             )
     else:
@@ -149,18 +132,18 @@ def find_cases(root: str | Path) -> list[Case]:
         if absent == [f"{folder.name}_{SEG}.nii.gz"]:
             no_seg.append(case)
         if absent:
-            found = sorted(p.name for ps in files.values() for p in ps)
-            missing.append(f"{folder} lacks {', '.join(absent)} (found: {', '.join(found)})")
+            present = sorted(p.name for ps in files.values() for p in ps)
+            missing.append(f"{folder} lacks {', '.join(absent)} (found: {', '.join(present)})")
     if not cases:
         layout = f"{root}/HGG/<case>/ and {root}/LGG/<case>/" if grade_dirs else f"{root}/<case>/"
-        found = "; ".join(f"{d.name}/ holds {_found(d)}" for d in grade_dirs) if grade_dirs else _found(root)
+        held = "; ".join(f"{d.name}/ holds {found(d)}" for d in grade_dirs) if grade_dirs else found(root)
         raise FileNotFoundError(
             f"{root} has no BraTS case folder: expected {layout} holding <case>_t1.nii.gz, _t1ce, _t2, "
-            f"_flair and _seg (found: {found}); {DOCS}"
+            f"_flair and _seg (found: {held}); {DOCS}"
         )
     if doubled:
         raise ValueError(
-            f"these case folders hold a file both as .nii and as .nii.gz; keep one: {_examples(doubled)}"
+            f"these case folders hold a file both as .nii and as .nii.gz; keep one: {examples(doubled)}"
         )
     if len(no_seg) == len(cases):
         raise ValueError(
@@ -171,7 +154,7 @@ def find_cases(root: str | Path) -> list[Case]:
     if missing:
         raise ValueError(
             f"{len(missing)} case(s) under {root} are missing files (every case needs "
-            f"{', '.join(KINDS)}, .nii.gz or .nii): {_examples(missing, limit=3)}"
+            f"{', '.join(KINDS)}, .nii.gz or .nii): {examples(missing, limit=3)}"
         )
     return [cases[name] for name in sorted(cases)]
 
@@ -371,6 +354,7 @@ class BraTS(Dataset):
 
     classes = CLASS_NAMES
     modalities = MODALITIES
+    title = "BraTS"
 
     def __init__(
         self,

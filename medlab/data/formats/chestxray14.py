@@ -12,8 +12,10 @@ The labels CSV has the columns ``Image Index``, ``Finding Labels`` (findings joi
 on disk, every PNG on disk must be in a list file, and no image or patient may be in both list files;
 any mismatch, a malformed CSV or an unreadable image raises an error that names the file at fault.
 
-The reader is written below these constants; the constants are shared with the synthetic look-alike in
-:mod:`medlab.data.synth.chest_xrays`.
+Each radiograph is decoded and resized to ``image_size`` squared; that uint8 image is kept in the
+on-disk item cache (:mod:`medlab.data.formats.cache`) unless ``cache=False``. The findings and their
+frequencies are in :mod:`medlab.data.constants` (shared with the synthetic look-alike in
+:mod:`medlab.data.synth.chest_xrays`) and importable from here too.
 """
 
 from __future__ import annotations
@@ -26,37 +28,17 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
-from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
-# The 14 findings, in the order CheXNet-style list files and most papers use.
-FINDINGS = (
-    "Atelectasis",
-    "Cardiomegaly",
-    "Effusion",
-    "Infiltration",
-    "Mass",
-    "Nodule",
-    "Pneumonia",
-    "Pneumothorax",
-    "Consolidation",
-    "Edema",
-    "Emphysema",
-    "Fibrosis",
-    "Pleural_Thickening",
-    "Hernia",
+from medlab.data.constants import (  # noqa: F401 (re-exported: the reader's names, as before)
+    FINDING_COUNTS,
+    FINDINGS,
+    NO_FINDING,
+    PREVALENCE,
+    TOTAL_IMAGES,
 )
-NO_FINDING = "No Finding"
-
-# Images carrying each finding in Data_Entry_2017.csv (112,120 images in all; an image may carry several).
-FINDING_COUNTS = np.array(
-    [11559, 2776, 13317, 19894, 5782, 6331, 1431, 5302, 4667, 2303, 2516, 1686, 3385, 227]
-)
-TOTAL_IMAGES = 112120
-PREVALENCE = FINDING_COUNTS / TOTAL_IMAGES
-
-# --- the reader ------------------------------------------------------------------------------------
+from medlab.data.formats.cache import ImageReader
+from medlab.data.formats.common import check_data_dir, check_image_size, examples
 
 SPLITS = ("train", "val", "test", "unlabeled")
 LABEL_FILES = ("Data_Entry_2017.csv", "Data_Entry_2017_v2020.csv")
@@ -64,12 +46,6 @@ LIST_FILES = {"train_val": "train_val_list.txt", "test": "test_list.txt"}
 REQUIRED_COLUMNS = ("Image Index", "Finding Labels", "Patient ID")
 IMAGE_FOLDER = re.compile(r"images(_\d{3})?")
 DOCS = "see data/README.md (ChestX-ray14) for where to get the data and the layout medlab expects"
-
-
-def _examples(items, limit: int = 5) -> str:
-    items = sorted(items)
-    shown = ", ".join(items[:limit])
-    return shown + (f" ... ({len(items)} in all)" if len(items) > limit else "")
 
 
 def labels_csv(root: Path, labels_file: str | Path | None = None) -> Path:
@@ -132,15 +108,15 @@ def read_data_entry(csv_path: str | Path) -> pd.DataFrame:
     images = table["Image Index"]
     if images.isna().any():
         rows = list(np.where(images.isna())[0] + 2)
-        raise ValueError(f"{csv_path} has rows without an Image Index (lines {_examples(map(str, rows))})")
+        raise ValueError(f"{csv_path} has rows without an Image Index (lines {examples(map(str, rows))})")
     duplicated = images[images.duplicated()].tolist()
     if duplicated:
-        raise ValueError(f"{csv_path} lists these images more than once: {_examples(duplicated)}")
+        raise ValueError(f"{csv_path} lists these images more than once: {examples(duplicated)}")
     patient = pd.to_numeric(table["Patient ID"], errors="coerce")
     bad_patient = patient.isna() | (patient != patient.round())
     if bad_patient.any():
         bad = [f"{i} ({p!r})" for i, p in zip(images[bad_patient], table["Patient ID"][bad_patient])]
-        raise ValueError(f"{csv_path}: these rows have no integer Patient ID: {_examples(bad)}")
+        raise ValueError(f"{csv_path}: these rows have no integer Patient ID: {examples(bad)}")
 
     labels = np.zeros((len(table), len(FINDINGS)), dtype=np.float32)
     empty, unknown, mixed = [], [], []
@@ -153,14 +129,14 @@ def read_data_entry(csv_path: str | Path) -> pd.DataFrame:
         if no_finding_with_finding:
             mixed.append(f"{image} ({text!r})")
     if empty:
-        raise ValueError(f"{csv_path}: these rows have no Finding Labels: {_examples(empty)}")
+        raise ValueError(f"{csv_path}: these rows have no Finding Labels: {examples(empty)}")
     if unknown:
         raise ValueError(
-            f"{csv_path}: unknown finding name(s) in {_examples(unknown)}; expected names from "
+            f"{csv_path}: unknown finding name(s) in {examples(unknown)}; expected names from "
             f"{', '.join(FINDINGS)} joined by '|', or '{NO_FINDING}' alone"
         )
     if mixed:
-        raise ValueError(f"{csv_path}: '{NO_FINDING}' is combined with a finding in {_examples(mixed)}")
+        raise ValueError(f"{csv_path}: '{NO_FINDING}' is combined with a finding in {examples(mixed)}")
     result = pd.DataFrame({"image": images.to_numpy(), "patient": patient.astype(np.int64).to_numpy()})
     return pd.concat([result, pd.DataFrame(labels, columns=list(FINDINGS))], axis=1)
 
@@ -175,7 +151,7 @@ def read_list(path: str | Path) -> list[str]:
     seen: set[str] = set()
     twice = {name for name in names if name in seen or seen.add(name)}
     if twice:
-        raise ValueError(f"{path} lists these images more than once: {_examples(twice)}")
+        raise ValueError(f"{path} lists these images more than once: {examples(twice)}")
     return names
 
 
@@ -204,7 +180,7 @@ def find_images(root: Path) -> dict[str, Path]:
                         clashes.append(f"{entry.name} ({on_disk[entry.name].parent} and {folder})")
                     on_disk[entry.name] = Path(entry.path)
     if clashes:
-        raise ValueError(f"these images are in two folders under {root}: {_examples(clashes)}")
+        raise ValueError(f"these images are in two folders under {root}: {examples(clashes)}")
     return on_disk
 
 
@@ -223,8 +199,14 @@ def split_by_patient(
     return [n for n, v in zip(names, in_val) if not v], [n for n, v in zip(names, in_val) if v]
 
 
+def resize_square(image_size: int) -> Callable:
+    """A grey PIL image as a uint8 tensor (1, S, S), resized (antialiased) to ``image_size`` squared."""
+    return v2.Compose([v2.ToImage(), v2.Resize((image_size, image_size), antialias=True)])
+
+
 def default_transform(image_size: int) -> Callable:
-    """Resize the (square) radiograph to ``image_size`` squared and scale to a float tensor in [0, 1]."""
+    """Resize the (square) radiograph to ``image_size`` squared and scale to a float tensor in [0, 1]
+    (what the reader does to a PIL image, in one step)."""
     return v2.Compose(
         [
             v2.ToImage(),
@@ -234,7 +216,7 @@ def default_transform(image_size: int) -> Callable:
     )
 
 
-class ChestXray14(Dataset):
+class ChestXray14(ImageReader):
     """One split of NIH ChestX-ray14: ``(image, labels)`` with ``image`` a float tensor (1, S, S) in [0, 1]
     (grey scale) and ``labels`` a float multi-hot tensor (14,) in ``FINDINGS`` order.
 
@@ -244,11 +226,14 @@ class ChestXray14(Dataset):
     returned). The constructor checks the whole layout and raises an error naming the file, folder or
     images at fault: every image in the list files must be in the labels CSV and on disk, every PNG on
     disk must be in a list file, no image or patient may be in both list files. An image that cannot be
-    decoded raises RuntimeError naming its path when it is loaded. A custom ``transform`` replaces the
-    default and receives a grey-scale PIL image.
+    decoded raises RuntimeError naming its path when it is loaded. The resized uint8 image is kept in the
+    item cache under ``cache_dir`` unless ``cache=False``; ``transform``, if given, is applied to the
+    float tensor.
     """
 
     classes = FINDINGS
+    title = "ChestX-ray14"
+    mode = "L"
 
     def __init__(
         self,
@@ -259,16 +244,15 @@ class ChestXray14(Dataset):
         split_seed: int = 0,
         labels_file: str | Path | None = None,
         transform: Callable | None = None,
+        cache: bool = True,
+        cache_dir: str | Path | None = None,
     ):
-        root = Path(root).expanduser()
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
         if not 0 < val_fraction < 1:
             raise ValueError(f"val_fraction must be between 0 and 1 (exclusive), got {val_fraction!r}")
-        if not root.exists():
-            raise FileNotFoundError(f"data_dir {root} does not exist; {DOCS}")
-        if not root.is_dir():
-            raise NotADirectoryError(f"data_dir {root} is a file, expected the folder holding ChestX-ray14")
+        image_size = check_image_size(image_size)
+        root = check_data_dir(root, "the folder holding ChestX-ray14", DOCS)
         self.csv_path = labels_csv(root, labels_file)
         table = read_data_entry(self.csv_path).set_index("image")
         lists = {key: read_list(root / name) for key, name in LIST_FILES.items()}
@@ -278,7 +262,7 @@ class ChestXray14(Dataset):
         if both:
             raise ValueError(
                 f"{len(both)} image(s) are in both {list_paths['train_val']} and {list_paths['test']}: "
-                f"{_examples(both)}"
+                f"{examples(both)}"
             )
         labelled = set(table.index)
         for key, names in lists.items():
@@ -286,7 +270,7 @@ class ChestXray14(Dataset):
             if unlabeled:
                 raise ValueError(
                     f"{list_paths[key]} names {len(unlabeled)} image(s) that {self.csv_path} does not label: "
-                    f"{_examples(unlabeled)}"
+                    f"{examples(unlabeled)}"
                 )
         on_disk = find_images(root)
         for key, names in lists.items():
@@ -294,20 +278,20 @@ class ChestXray14(Dataset):
             if missing:
                 raise FileNotFoundError(
                     f"{list_paths[key]} names {len(missing)} image(s) that are not on disk under {root} "
-                    f"(extract all of images_001 ... images_012): {_examples(missing)}"
+                    f"(extract all of images_001 ... images_012): {examples(missing)}"
                 )
         unlisted = on_disk.keys() - set(lists["train_val"]) - set(lists["test"])
         if unlisted:
             raise ValueError(
                 f"{len(unlisted)} image(s) on disk under {root} are in neither {LIST_FILES['train_val']} "
-                f"nor {LIST_FILES['test']}: {_examples(unlisted)}"
+                f"nor {LIST_FILES['test']}: {examples(unlisted)}"
             )
         patients = {key: table.loc[names, "patient"].to_numpy() for key, names in lists.items()}
         shared = set(patients["train_val"].tolist()) & set(patients["test"].tolist())
         if shared:
             raise ValueError(
                 f"{len(shared)} patient(s) have images in both {list_paths['train_val']} and "
-                f"{list_paths['test']} (the official split is by patient): {_examples(map(str, shared))}"
+                f"{list_paths['test']} (the official split is by patient): {examples(map(str, shared))}"
             )
 
         if split == "test":
@@ -321,21 +305,10 @@ class ChestXray14(Dataset):
         self.paths = [on_disk[name] for name in names]
         self.targets = torch.tensor(rows[list(FINDINGS)].to_numpy(dtype=np.float32))
         self.patient_ids = rows["patient"].to_numpy(dtype=np.int64)
-        self.transform = transform or default_transform(image_size)
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def load_image(self, index: int) -> Image.Image:
-        path = self.paths[index]
-        try:
-            with Image.open(path) as image:
-                return image.convert("L")
-        except (OSError, SyntaxError, ValueError) as error:  # PIL raises SyntaxError for some broken PNGs
-            raise RuntimeError(f"cannot read image {path}: {error}") from None
-
-    def __getitem__(self, index: int):
-        return self.transform(self.load_image(index)), self.targets[index]
+        self.transform = transform
+        self.resize = resize_square(self.image_size)
+        options = {"image_size": self.image_size}
+        self.use_cache(cache, cache_dir, "chestxray14", options, self.paths, (self.image_size, self.image_size, 1))
 
     @property
     def info(self) -> dict:

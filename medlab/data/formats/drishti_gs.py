@@ -21,7 +21,7 @@ disc when ``softmap >= soft_threshold * 255``, so by default the region most ann
 annotator" to a threshold just above 0). Cup pixels outside the disc are dropped (the cup is clipped to
 the disc), so the three classes are background, disc rim (disc but not cup) and cup, as for REFUGE.
 
-Crops around the disc and resizing are those of :mod:`medlab.data.formats.refuge` (:func:`prepare_pair`).
+Crops around the disc, resizing and the item cache are those of REFUGE, in :mod:`medlab.data.formats.fundus`.
 Drishti-GS1 publishes no validation part: ``train`` and ``val`` divide ``Training`` (:func:`split_names`),
 ``test`` is ``Test``.
 """
@@ -33,19 +33,18 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from torch.utils.data import Dataset
 
-from medlab.data.formats.refuge import (
+from medlab.data.formats.common import check_data_dir, examples, found, item_index
+from medlab.data.formats.fundus import (  # noqa: F401 (check_decoded ... to_tensors: importable here, as before)
     CLASSES,
     DEFAULT_ROI_FRACTION,
     MAX_DISC_FRACTION,
-    _examples,
-    _found,
-    _is_number,
+    FundusReader,
     check_decoded,
     check_options,
     check_same_size,
     header_size,
+    is_number,
     prepare_pair,
     read_grey,
     read_rgb,
@@ -75,18 +74,14 @@ def locate(root: str | Path) -> Path:
     """The ``Drishti-GS1_files`` folder: ``root`` itself when it holds ``Training/`` or ``Test/``, else
     ``root/Drishti-GS1_files``. Raises FileNotFoundError (listing what ``root`` holds) when neither is
     there, NotADirectoryError when ``root`` is a file."""
-    root = Path(root).expanduser()
-    if not root.exists():
-        raise FileNotFoundError(f"data_dir {root} does not exist; {DOCS}")
-    if not root.is_dir():
-        raise NotADirectoryError(f"data_dir {root} is a file, expected the folder {FOLDER} or its parent")
+    root = check_data_dir(root, f"the folder {FOLDER} or its parent", DOCS)
     if any((root / part).is_dir() for part, _, _ in PARTS.values()):
         return root
     if (root / FOLDER).is_dir():
         return root / FOLDER
     raise FileNotFoundError(
         f"{root} is not in the Drishti-GS1 layout: it has neither Training/ and Test/ nor {FOLDER}/ "
-        f"(found: {_found(root)}); {DOCS}"
+        f"(found: {found(root)}); {DOCS}"
     )
 
 
@@ -108,25 +103,25 @@ def find_samples(root: str | Path, part: str) -> list[Sample]:
         where = base / part_name if (base / part_name).is_dir() else base
         raise FileNotFoundError(
             f"{base} is not in the Drishti-GS1 layout for the {part_name} part: it has no "
-            f"{', '.join(absent)} (found in {where}: {_found(where)}); {DOCS}"
+            f"{', '.join(absent)} (found in {where}: {found(where)}); {DOCS}"
         )
     images = {
         p.stem: p for p in sorted(image_dir.iterdir()) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
     }
     if not images:
-        raise FileNotFoundError(f"{image_dir} holds no .png image (found: {_found(image_dir)}); {DOCS}")
+        raise FileNotFoundError(f"{image_dir} holds no .png image (found: {found(image_dir)}); {DOCS}")
     truths = {p.name for p in gt_dir.iterdir() if p.is_dir()}
     without_truth = sorted(images.keys() - truths)
     if without_truth:
         raise ValueError(
             f"{len(without_truth)} image(s) in {image_dir} have no ground-truth folder in {gt_dir}: "
-            f"{_examples(without_truth)} (expected e.g. {gt_dir / without_truth[0]}/)"
+            f"{examples(without_truth)} (expected e.g. {gt_dir / without_truth[0]}/)"
         )
     without_image = sorted(truths - images.keys())
     if without_image:
         raise ValueError(
             f"{len(without_image)} ground-truth folder(s) in {gt_dir} have no image in {image_dir}: "
-            f"{_examples(without_image)} (expected e.g. {image_dir / without_image[0]}.png)"
+            f"{examples(without_image)} (expected e.g. {image_dir / without_image[0]}.png)"
         )
     missing = [
         str(soft_map_path(gt_dir, name, kind))
@@ -135,7 +130,7 @@ def find_samples(root: str | Path, part: str) -> list[Sample]:
         if not soft_map_path(gt_dir, name, kind).is_file()
     ]
     if missing:
-        raise ValueError(f"{len(missing)} soft map(s) are missing: {_examples(missing, limit=3)}")
+        raise ValueError(f"{len(missing)} soft map(s) are missing: {examples(missing, limit=3)}")
     return [
         Sample(name, images[name], soft_map_path(gt_dir, name, "disc"), soft_map_path(gt_dir, name, "cup"))
         for name in sorted(images)
@@ -159,7 +154,7 @@ def split_names(names: list[str], val_fraction: float, seed: int) -> dict[str, l
 
 
 def _threshold_level(soft_threshold: float) -> float:
-    if not (_is_number(soft_threshold) and 0 < soft_threshold <= 1):
+    if not (is_number(soft_threshold) and 0 < soft_threshold <= 1):
         raise ValueError(f"soft_threshold must be in (0, 1], got {soft_threshold!r}")
     return soft_threshold * 255
 
@@ -217,7 +212,7 @@ def read_soft_maps(sample: Sample) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return image, disc, cup
 
 
-class DrishtiGS(Dataset):
+class DrishtiGS(FundusReader):
     """One split of Drishti-GS1: ``(image, mask)`` with ``image`` a float32 tensor (3, S, S) in [0, 1]
     (RGB) and ``mask`` an int64 tensor (S, S) of indices into ``CLASSES`` (0 background, 1 disc rim, 2 cup;
     disc = ``mask >= 1``, cup = ``mask == 2``), ``S = image_size``.
@@ -235,12 +230,15 @@ class DrishtiGS(Dataset):
     Splits: ``test`` is the ``Test`` part; ``train`` and ``val`` divide ``Training`` by
     :func:`split_names` (``val_fraction`` of it to val, drawn with ``seed``; deterministic). The
     constructor checks the layout (:func:`find_samples`) and reads the headers of this split's files
-    (sizes); pixels are decoded in ``__getitem__`` and, with ``cache=True``, the resized uint8 crop is
-    kept. :meth:`check` decodes every image of the split. A ``transform`` is called as
-    ``transform(image, mask)`` on the tensors and returns the pair.
+    (sizes); pixels are decoded in ``__getitem__`` and, unless ``cache=False``, the resized uint8 crop is
+    kept in the on-disk item cache under ``cache_dir`` (:mod:`medlab.data.formats.cache`). :meth:`check`
+    decodes every image of the split. A ``transform`` is called as ``transform(image, mask)`` on the
+    tensors and returns the pair.
     """
 
-    classes = CLASSES
+    title = "Drishti-GS"
+    reader = "drishti_gs"
+    dataset_name = "Drishti-GS1"
 
     def __init__(
         self,
@@ -254,6 +252,7 @@ class DrishtiGS(Dataset):
         seed: int = 0,
         transform: Callable | None = None,
         cache: bool = True,
+        cache_dir: str | Path | None = None,
     ):
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
@@ -276,63 +275,24 @@ class DrishtiGS(Dataset):
             for path in (sample.disc, sample.cup):
                 check_same_size(sample.image, size, path, header_size(path))
         self.samples = samples
-        self.root, self.split, self.image_size = root, split, int(image_size)
-        self.roi, self.roi_fraction, self.soft_threshold = roi, roi_fraction, soft_threshold
-        self.val_fraction, self.seed = val_fraction, seed
-        self.names = [s.name for s in samples]
-        self.transform = transform
-        self.cache = cache
-        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def _index(self, index: int) -> int:
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"index {index} out of range for {len(self)} image(s)")
-        return index % len(self)
+        self.soft_threshold, self.val_fraction, self.seed = soft_threshold, val_fraction, seed
+        files = [path for s in samples for path in (s.image, s.disc, s.cup)]
+        self.setup(
+            root, split, [s.name for s in samples], files, image_size, roi, roi_fraction, transform, cache,
+            cache_dir, options={"soft_threshold": soft_threshold},
+        )
 
     def load_soft_maps(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The full-resolution image and the raw disc and cup soft maps of item ``index``."""
-        return read_soft_maps(self.samples[self._index(index)])
+        return read_soft_maps(self.samples[item_index(index, len(self))])
 
     def load_pair(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """The full-resolution ``(image, mask)`` of item ``index``: uint8 (H, W, 3) RGB and int64 (H, W)
-        class indices, before the crop and resizing."""
-        sample = self.samples[self._index(index)]
+        sample = self.samples[item_index(index, len(self))]
         image, disc, cup = read_soft_maps(sample)
         return image, soft_maps_to_classes(disc, cup, self.soft_threshold, sample.disc, sample.cup)
 
-    def __getitem__(self, index: int):
-        index = self._index(index)
-        if index in self._cache:
-            image, mask = self._cache[index]
-        else:
-            image, mask = prepare_pair(*self.load_pair(index), self.image_size, self.roi, self.roi_fraction)
-            if self.cache:
-                self._cache[index] = image, mask
-        image_t, mask_t = to_tensors(image, mask)
-        if self.transform is not None:
-            return self.transform(image_t, mask_t)
-        return image_t, mask_t
-
-    def check(self) -> dict:
-        """Decode every image of the split and check it (readable, same sizes, soft maps non-empty at the
-        threshold); returns the number of images, their sizes (``"WxH"``: count) and the names of those
-        whose disc does not fit in the ``roi="disc"`` crop."""
-        return check_decoded(self.load_pair, [sample.name for sample in self.samples], self.roi_fraction)
-
-    @property
-    def info(self) -> dict:
+    def details(self) -> dict:
         return {
-            "kind": "real",
-            "name": "Drishti-GS1",
-            "path": str(self.root),
-            "split": self.split,
-            "n": len(self),
-            "image_size": self.image_size,
-            "roi": self.roi,
-            "roi_fraction": self.roi_fraction,
             "soft_threshold": self.soft_threshold,
             "val_fraction": self.val_fraction,
             "seed": self.seed,

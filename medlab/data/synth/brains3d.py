@@ -88,7 +88,8 @@ little on t1ce, as it does in patients.
 
 Both datasets generate every volume at construction, deterministically from ``spec.seed`` (subject ``i``
 from its own seed drawn from it), and store them as uint8 (``round((x + 1) * 127.5)``), converted back to
-float32 in [-1, 1] by ``__getitem__``.
+float32 in [-1, 1] by ``__getitem__``. :func:`head_ct_lookalike` and :func:`brats_lookalike` draw the
+splits the registry's ``load("head_ct", ...)`` and ``load("brats", ...)`` return.
 """
 
 from __future__ import annotations
@@ -102,11 +103,10 @@ import torch
 from scipy import ndimage
 from torch.utils.data import Dataset
 
+from medlab.data.constants import BRATS_LABELS, GRADES, MODALITIES, TUMOUR_CLASSES  # noqa: F401 (re-exported)
+from medlab.data.splits import require_n, split_seed
+
 HEAD_CT_CLASSES = ("no haemorrhage", "intraparenchymal", "subdural", "intraventricular")
-MODALITIES = ("t1", "t1ce", "t2", "flair")
-TUMOUR_CLASSES = ("background", "necrotic core", "oedema", "enhancing tumour")  # training indices 0..3
-BRATS_LABELS = (0, 1, 2, 4)  # the BraTS label of each training index
-GRADES = ("HGG", "LGG")
 CT_WINDOW = (40.0, 80.0)  # brain window: centre and width in HU
 MIN_SIZE = 16
 
@@ -939,6 +939,25 @@ class SyntheticBrainTumours(Dataset):
             "grade_counts": {g: self.grades.count(g) for g in GRADES},
             "voxel_counts": np.bincount(self.masks.reshape(-1), minlength=len(TUMOUR_CLASSES)).tolist(),
         }
+
+
+def head_ct_lookalike(
+    split: str, n: int | None = None, size: int = 32, seed: int = 2019, transform=None
+) -> SyntheticHeadCTs:
+    """Synthetic head CTs (the paper's set is private): ``n`` volumes of ``split`` drawn with
+    :func:`medlab.data.splits.split_seed` of ``seed`` (what ``load("head_ct", split, n=n)`` returns)."""
+    require_n(n, "the synthetic head CTs need n, the number of volumes of the split")
+    return SyntheticHeadCTs(SyntheticHeadCTSpec(n=n, size=size, seed=split_seed(seed, split)), transform=transform)
+
+
+def brats_lookalike(
+    split: str, n: int | None = None, size: int = 32, seed: int = 2019, transform=None
+) -> SyntheticBrainTumours:
+    """Synthetic brain-tumour MR standing in for BraTS's ``split``: ``n`` volumes drawn with
+    :func:`medlab.data.splits.split_seed` of ``seed`` (what ``load("brats", split, n=n)`` returns)."""
+    require_n(n, "the synthetic brain tumour volumes need n, the number of volumes of the split")
+    spec = SyntheticBrainTumourSpec(n=n, size=size, seed=split_seed(seed, split))
+    return SyntheticBrainTumours(spec, transform=transform)
 
 
 # --- figures -----------------------------------------------------------------------------------------------

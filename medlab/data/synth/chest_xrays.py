@@ -29,6 +29,7 @@ Labels follow ChestX-ray14's prevalences (raised to ``prevalence_floor`` for the
 sets keep positives) with 53.8% of the images free of findings, and three documented co-occurrences
 (:data:`CO_OCCURRENCE`). :func:`render` draws the patient first and the findings from their own
 random streams, so :func:`finding_gallery` can show one patient with each finding in turn.
+:func:`chestxray14_lookalike` draws the split the registry's ``load("chestxray14", split, n=...)`` returns.
 """
 
 from __future__ import annotations
@@ -40,15 +41,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from medlab.data.formats.chestxray14 import FINDINGS, PREVALENCE
+from medlab.data.constants import FINDINGS, NO_FINDING_FRACTION, PREVALENCE
+from medlab.data.splits import require_n, split_seed
 
 try:  # the ufunc behind np.clip, without its Python overhead (a third of the time on small images)
     from numpy._core.umath import clip as _clip
 except ImportError:  # numpy < 2
     _clip = np.clip
 
-# 60,361 of ChestX-ray14's 112,120 images are labelled "No Finding".
-NO_FINDING_FRACTION = 60361 / 112120
 # (finding, finding it brings along, probability): pleural fluid compresses the lung next to it;
 # oedema comes with an enlarged heart (cardiac failure); NIH labels often pair pneumonia with infiltration.
 CO_OCCURRENCE = (("Effusion", "Atelectasis", 0.25), ("Edema", "Cardiomegaly", 0.3), ("Pneumonia", "Infiltration", 0.3))
@@ -599,3 +599,20 @@ class SyntheticChestXrays(Dataset):
             "finding_counts": self.targets.sum(0).long().tolist(),
             "no_finding": int((self.targets.sum(1) == 0).sum()),
         }
+
+
+def chestxray14_lookalike(
+    split: str,
+    n: int | None = None,
+    image_size: int = 64,
+    prevalence_floor: float = 0.02,
+    seed: int = 2020,
+    transform=None,
+) -> SyntheticChestXrays:
+    """Synthetic radiographs standing in for ChestX-ray14's ``split``: ``n`` images drawn with
+    :func:`medlab.data.splits.split_seed` of ``seed`` (what ``load("chestxray14", split, n=n)`` returns)."""
+    require_n(n, "the synthetic radiographs need n, the number of images of the split")
+    spec = ChestXraySpec(
+        n=n, image_size=image_size, prevalence_floor=prevalence_floor, seed=split_seed(seed, split)
+    )
+    return SyntheticChestXrays(spec, transform=transform)

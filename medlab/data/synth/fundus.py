@@ -78,6 +78,8 @@ Datasets (:class:`SyntheticFundus`) generate every image at construction, determ
 ``spec.seed`` (image ``i`` from its own random stream seeded from it), store them as uint8 and return
 float32 tensors in [0, 1]. Rendering one 64 x 64 crop takes about 2 ms on one CPU core (numpy and scipy,
 no loops over pixels; each vessel segment is evaluated on the 8 x 8 tiles it reaches), 4 ms at 128.
+:func:`refuge_lookalike` and :func:`drishti_gs_lookalike` draw the splits the registry's ``load("refuge",
+...)`` and ``load("drishti_gs", ...)`` return.
 """
 
 from __future__ import annotations
@@ -91,9 +93,10 @@ import torch
 from scipy import ndimage
 from torch.utils.data import Dataset
 
+from medlab.data.constants import FUNDUS_CLASSES as CLASSES
+from medlab.data.splits import require_n, split_seed
 from medlab.metrics import vertical_cup_to_disc_ratio
 
-CLASSES = ("background", "disc rim", "cup")
 MIN_SIZE = 16
 
 # Canonical colours (linear RGB in [0, 1]) before the camera: retina, disc rim, cup, atrophy, vessels.
@@ -667,3 +670,25 @@ class SyntheticFundus(Dataset):
             "atrophy": sum(c["has_atrophy"] for c in self.cases),
             "pixel_counts": np.bincount(self.masks.reshape(-1), minlength=len(CLASSES)).tolist(),
         }
+
+
+def _lookalike(title: str, domain: str, split: str, n, image_size: int, seed: int, transform) -> SyntheticFundus:
+    require_n(n, f"the synthetic {title} look-alike needs n, the number of images of the split")
+    spec = SyntheticFundusSpec(n=n, image_size=image_size, domain=domain, seed=split_seed(seed, split))
+    return SyntheticFundus(spec, transform=transform)
+
+
+def refuge_lookalike(
+    split: str, n: int | None = None, image_size: int = 64, seed: int = 2020, transform=None
+) -> SyntheticFundus:
+    """Synthetic crops of the refuge domain standing in for REFUGE's ``split``: ``n`` images drawn with
+    :func:`medlab.data.splits.split_seed` of ``seed`` (what ``load("refuge", split, n=n)`` returns)."""
+    return _lookalike("REFUGE", "refuge", split, n, image_size, seed, transform)
+
+
+def drishti_gs_lookalike(
+    split: str, n: int | None = None, image_size: int = 64, seed: int = 2020, transform=None
+) -> SyntheticFundus:
+    """Synthetic crops of the drishti domain (another camera) standing in for Drishti-GS1's ``split``
+    (what ``load("drishti_gs", split, n=n)`` returns)."""
+    return _lookalike("Drishti-GS", "drishti", split, n, image_size, seed, transform)

@@ -8,7 +8,8 @@ corners of a dermoscope). Classes whose prototypes are close produce images that
 degree the generator knows: :func:`similarity_matrix` is the ground truth a method that learns
 inter-class correlations can be checked against.
 
-Class names, their order and their imbalance are ISIC 2018 Task 3's.
+Class names, their order and their imbalance are ISIC 2018 Task 3's (:mod:`medlab.data.constants`).
+:func:`isic2018_lookalike` draws the split the registry's ``load("isic2018", split, n=...)`` returns.
 """
 
 from __future__ import annotations
@@ -19,18 +20,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-CLASSES = ("MEL", "NV", "BCC", "AKIEC", "BKL", "DF", "VASC")
-CLASS_DESCRIPTIONS = {
-    "MEL": "melanoma",
-    "NV": "melanocytic nevus",
-    "BCC": "basal cell carcinoma",
-    "AKIEC": "actinic keratosis / intraepithelial carcinoma",
-    "BKL": "benign keratosis",
-    "DF": "dermatofibroma",
-    "VASC": "vascular lesion",
-}
-# Images per class in the ISIC 2018 Task 3 training set (10,015 in all).
-ISIC2018_TRAIN_COUNTS = np.array([1113, 6705, 514, 327, 1099, 115, 142])
+from medlab.data.constants import ISIC2018_CLASS_DESCRIPTIONS as CLASS_DESCRIPTIONS  # noqa: F401 (re-exported)
+from medlab.data.constants import ISIC2018_CLASSES as CLASSES
+from medlab.data.constants import ISIC2018_TRAIN_COUNTS
+from medlab.data.splits import require_n, split_seed
+
 ATTRIBUTES = ("pigment", "redness", "irregularity", "variegation", "dots", "size", "scale", "vessels")
 
 # Class prototypes in attribute space (rows follow CLASSES, columns ATTRIBUTES), values in [0, 1].
@@ -247,3 +241,20 @@ class SyntheticSkinLesions(Dataset):
             "seed": self.spec.seed,
             "class_counts": np.bincount(self.targets.numpy(), minlength=len(CLASSES)).tolist(),
         }
+
+
+def isic2018_lookalike(
+    split: str,
+    n: int | None = None,
+    image_size: int = 64,
+    attribute_noise: float = 0.16,
+    seed: int = 2018,
+    transform=None,
+) -> SyntheticSkinLesions:
+    """The synthetic look-alike of ISIC 2018 Task 3's ``split``: ``n`` images drawn with
+    :func:`medlab.data.splits.split_seed` of ``seed`` (what ``load("isic2018", split, n=n)`` returns)."""
+    require_n(n, "the synthetic ISIC 2018 look-alike needs n, the number of images of the split")
+    spec = SkinLesionSpec(
+        n=n, image_size=image_size, attribute_noise=attribute_noise, seed=split_seed(seed, split)
+    )
+    return SyntheticSkinLesions(spec, transform=transform)
