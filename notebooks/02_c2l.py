@@ -38,32 +38,36 @@
 #
 # **Results.** The section *What the runs show* sums up, from the runs' records, whether pretraining
 # with C2L beat training from scratch and plain instance discrimination on the synthetic demo data.
-#
-# **Resource card.** Measured by `medlab bench` on this book's machines (generated from the benchmark
-# records in `results/bench/c2l/`):
 
-# %% tags=["remove-input"]
+# %% tags=["remove-cell"]
+# Colab (or any Python without medlab): install the book's package first. MEDLAB_PACKAGE overrides
+# where it comes from (a local wheel or folder).
+import importlib.util
+import os
+import subprocess
+import sys
+
+PACKAGE = os.environ.get("MEDLAB_PACKAGE", "medlab @ git+https://github.com/medlab-book/medlab")
+if importlib.util.find_spec("medlab") is None:
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", PACKAGE], check=True)
+
+# %% [markdown]
+# **Resource card.** Measured by `medlab bench` on this book's machines (the table is generated from
+# the benchmark records shipped with the package, `medlab/resources/bench/c2l/`):
+
+# %%
 from medlab.results import resource_card
 
-resource_card("c2l").set_index("profile")
+resource_card("c2l")
 
 # %% [markdown]
 # ## Parameters and setup
 #
-# The first cell installs the book's package when it is missing (on Colab). The `parameters` cell is
-# what papermill and `medlab run` override: `profile` is `smoke` (seconds, for CI), `demo` (the book,
-# minutes on a CPU) or `paper` (ChestX-ray14 with the official code's settings, one GPU). Any other
-# setting of `medlab.papers.c2l.Settings` can be passed through `overrides`, or on the command line as
-# `medlab run c2l -p queue_size 4096`.
-
-# %%
-import importlib.util
-import subprocess
-import sys
-
-PACKAGE = "medlab @ git+https://github.com/medlab-book/medlab"
-if importlib.util.find_spec("medlab") is None:  # e.g. on Colab: install the book's package
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", PACKAGE], check=True)
+# On Colab, the notebook's first cell (hidden in the book) installs the book's package. The
+# `parameters` cell is what papermill and `medlab run` override: `profile` is `smoke` (seconds, for CI),
+# `demo` (the book, minutes on a CPU) or `paper` (ChestX-ray14 with the official code's settings, one
+# GPU). Any other setting of `medlab.papers.c2l.Settings` can be passed through `overrides`, or on the
+# command line as `medlab run c2l -p queue_size 4096`.
 
 # %% tags=["parameters"]
 import os
@@ -77,31 +81,27 @@ label_fractions = None  # e.g. "0.01,0.1,1"; None = the profile's
 overrides = {}  # any other setting, e.g. {"queue_size": 4096}
 
 # %%
-import dataclasses
-
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
 from IPython.display import Markdown, display
 
-import medlab
-from medlab import plots, results
+from medlab import experiment, plots, results
 from medlab.papers import c2l
 
-profile = medlab.resolve_profile(profile)
-config = c2l.settings(
-    profile, seeds=seeds, pretrain_epochs=pretrain_epochs, label_fractions=label_fractions, **overrides
+run = experiment.setup(
+    c2l,
+    profile,
+    device=device,
+    data_dir=data_dir,
+    seeds=seeds,
+    pretrain_epochs=pretrain_epochs,
+    label_fractions=label_fractions,
+    **overrides,
 )
-if profile == "paper" and data_dir is None:
-    raise ValueError("the paper profile needs the real ChestX-ray14 data: set data_dir (data/README.md)")
-device = medlab.choose_device(device)
-medlab.seed_everything(0)
-environment = medlab.environment_record(device)
-commit = (environment["git"] or {}).get("commit", "unknown")[:10]
-print(f"profile {profile}; device {device} ({environment['device'].get('name')}); commit {commit}")
-print(f"torch {torch.__version__}; medlab {medlab.__version__}")
-pd.Series({k: str(v) for k, v in dataclasses.asdict(config).items()}, name=profile).to_frame()
+profile, config, device = run.profile, run.config, run.device
+run.settings_table()
 
 # %% [markdown]
 # ## The problem and the idea
@@ -223,7 +223,10 @@ prevalence.T
 # %% [markdown]
 # ## Method: the code
 #
-# Eq. (1), the momentum update (Eq. 2) and the queue, from `medlab.papers.c2l`:
+# The chapter's method is one file, `medlab/papers/c2l/method.py`: the equations above in their order,
+# each function naming its equation and taking its hyper-parameters explicitly. It is unit-tested
+# (`tests/test_c2l.py`: each equation on hand-computed values, the queue, shuffled batch norm in one
+# process and across two). Eq. (1), the momentum update (Eq. 2) and the queue:
 
 # %%
 plots.show_source(c2l.info_nce, c2l.MomentumContrast)
@@ -235,24 +238,36 @@ plots.show_source(c2l.info_nce, c2l.MomentumContrast)
 plots.show_source(c2l.mixup_lambda, c2l.mix, c2l.compare_views)
 
 # %% [markdown]
-# Shuffled batch norm on one device: the keys are computed on a shuffled batch, and every batch norm
-# computes its statistics over sub-batches. `batch_shuffle` also holds the form used across GPUs.
+# Shuffled batch norm in one process: the keys are computed on a shuffled batch, and every batch norm
+# computes its statistics over sub-batches. In several processes (`medlab run c2l --nproc 4`, under
+# `torchrun`), `batch_shuffle` shuffles the batch across the processes instead, each process's batch
+# norm uses its own share, and every process enqueues the keys of all of them, so the queues stay
+# identical.
 
 # %%
 plots.show_source(c2l.SplitBatchNorm2d, c2l.batch_shuffle)
 
 # %% [markdown]
 # The two views are augmented on the device, for the whole batch at once (random resized crop,
-# rotation, flip, brightness and contrast, Cutout), following the official pipeline:
+# rotation, flip, brightness and contrast, Cutout), following the official pipeline; `make_pretrain_loss`
+# (in `runs.py`) passes the chapter's settings to it and to Eq. (5) for the engine
+# (`medlab.engine.fit`: mixed precision on CUDA, a checkpoint per epoch, exact resume):
 
 # %%
-plots.show_source(c2l.augment_view)
+plots.show_source(c2l.augment_view, c2l.make_pretrain_loss)
 
 # %%
 views = torch.stack([data.unlabeled[i][0] for i in range(6)])
 torch.manual_seed(0)
-fill = c2l.Encoder(config).fill_value
-augmented = [c2l.augment_view(views, config, fill) for _ in range(2)]
+fill = c2l.new_encoder(config).fill_value
+augmentation = dict(
+    crop_scale=config.crop_scale,
+    rotation=config.rotation,
+    jitter=config.jitter,
+    cutout_holes=config.cutout_holes,
+    cutout_fraction=config.cutout_fraction,
+)
+augmented = [c2l.augment_view(views, fill=fill, **augmentation) for _ in range(2)]
 lam = torch.tensor(0.7)
 mixed = c2l.mix(augmented[0], lam, torch.roll(torch.arange(6), 1))
 rows = {"image": views, "view 1": augmented[0], "view 2": augmented[1], "mixed view 1 (λ = 0.7)": mixed}
@@ -276,12 +291,9 @@ fig.tight_layout()
 # cell after an interruption resumes where it stopped.
 
 # %%
-records = c2l.run_grid(config, profile=profile, device=device, data_dir=data_dir)
+records = experiment.run_grid(c2l, config, profile=profile, device=device, data_dir=data_dir)
 frame = results.to_frame(records)
-downstream = frame[frame["experiment"] != "pretrain"].copy()
-downstream["init"] = downstream["params.init"].map(c2l.INIT_LABELS)
-downstream["protocol"] = downstream["params.protocol"]
-downstream["labels"] = downstream["params.fraction"].map(lambda f: f"{f:.0%}")
+downstream = c2l.downstream_frame(frame)
 
 # %% [markdown]
 # Pretraining: the loss (Eq. 5) and the pretext accuracy (how often the positive key scores highest
@@ -289,14 +301,7 @@ downstream["labels"] = downstream["params.fraction"].map(lambda f: f"{f:.0%}")
 # than MoCo's, so compare shapes, not levels.
 
 # %%
-fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
-for ax, (key, label) in zip(axes, {"train/loss": "pretraining loss", "train/accuracy": "pretext accuracy"}.items()):
-    series = {
-        c2l.INIT_LABELS[m]: results.history(results.select(records, experiment="pretrain", method=m), key)
-        for m in config.pretrain_methods
-    }
-    plots.curves(series, "epoch", label, ax=ax)
-fig.tight_layout()
+c2l.pretraining_figure(records, config.pretrain_methods);
 
 # %% [markdown]
 # ## Evaluation
@@ -305,16 +310,10 @@ fig.tight_layout()
 # every layer and with a linear probe, for each share of the labels:
 
 # %%
-def efficiency_table(protocol: str) -> pd.DataFrame:
-    rows = downstream[(downstream["experiment"] == "label_efficiency") & (downstream["protocol"] == protocol)]
-    table = results.summarize(rows, ["mean_auroc"], by=("init", "labels"), percent=["mean_auroc"])
-    return table["mean_auroc"].unstack("labels")[[f"{f:.0%}" for f in config.label_fractions]]
-
-
 status = c2l.imagenet_status(config)
 for protocol, title in (("finetune", "Fine-tuned"), ("probe", "Linear probe")):
     display(Markdown(f"**{title}**, mean AUROC %:"))
-    display(efficiency_table(protocol))
+    display(c2l.efficiency_table(downstream, protocol, config.label_fractions))
 if status:
     display(Markdown(f"*ImageNet initialisation: {status}.*"))
 
@@ -322,31 +321,23 @@ if status:
 # The label-efficiency curve (error bars: std over seeds):
 
 # %%
-fig = c2l.label_efficiency_figure(downstream[downstream["experiment"] == "label_efficiency"])
+c2l.label_efficiency_figure(downstream[downstream["experiment"] == "label_efficiency"]);
 
 # %% [markdown]
 # AUROC per finding (%) after fine-tuning on all the labels, mean over seeds. Findings with few
 # positives in the test set have wide spreads between seeds.
 
 # %%
-per_finding = downstream[
-    (downstream["experiment"] == "label_efficiency")
-    & (downstream["protocol"] == "finetune")
-    & (downstream["params.fraction"] == max(config.label_fractions))
-]
-columns = [f"metrics.auroc/{name}" for name in classes]
-table = (per_finding.groupby("init", sort=False)[columns].mean() * 100).round(1)
-table.columns = [name.replace("_", " ") for name in classes]
-table.T
+c2l.per_finding_table(downstream, classes, max(config.label_fractions))
 
 # %% [markdown]
 # What the encoders learned without labels: a 2-D t-SNE projection (scikit-learn) of the backbone
 # features of test images, for a random encoder and the MoCo and C2L encoders of seed 0, coloured by
 # finding (images with one finding; images with several are left out). Findings the encoder has
-# separated form clusters.
+# separated form clusters. The encoders are read from the run folders their pretraining records name.
 
 # %%
-fig = c2l.feature_map_figure(config, data, profile=profile, device=device, data_dir=data_dir)
+c2l.feature_map_figure(records, data, device=device);
 
 # %% [markdown]
 # ## Ablation
@@ -356,22 +347,7 @@ fig = c2l.feature_map_figure(config, data, profile=profile, device=device, data_
 # the pretext columns are from the last pretraining epoch. MoCo is C2L with both mixed comparisons removed.
 
 # %%
-probe = downstream[
-    (downstream["params.protocol"] == "probe")
-    & (downstream["params.fraction"] == config.ablation_fraction)
-    & downstream["params.init"].isin(["c2l", "moco", *config.ablation_methods])
-]
-pretext = frame[frame["experiment"] == "pretrain"][["variant", "seed", "metrics.accuracy"]]
-pretext.columns = ["params.init", "seed", "metrics.pretext_accuracy"]
-ablation = probe[["params.init", "seed", "metrics.mean_auroc"]].merge(pretext, on=["params.init", "seed"])
-ablation["method"] = ablation["params.init"].map(c2l.variant_label(config))
-results.summarize(
-    ablation,
-    ["mean_auroc", "pretext_accuracy"],
-    by=("method",),
-    percent=["mean_auroc", "pretext_accuracy"],
-    names={"mean_auroc": "probe mean AUROC %", "pretext_accuracy": "pretext accuracy %"},
-)
+c2l.ablation_table(frame, config)
 
 # %% [markdown]
 # ## What the runs show
@@ -386,14 +362,15 @@ display(Markdown(c2l.findings(downstream)))
 # ## Performance
 #
 # Pretraining dominates the cost. The chapter's step augments the views on the device for the whole
-# batch, runs channels-last with mixed precision on CUDA and never waits for the device inside the
+# batch, runs channels-last with mixed precision on CUDA (the split batch norm normalises a
+# channels-last batch on a view of it, without a copy) and never waits for the device inside the
 # loop. Below, in the same process, its images/s beside a plain loop of the same model: fp32,
 # channels-first, views augmented per image on the host in the DataLoader, the loss read back after
-# every step. The record is what `medlab bench` reports.
+# every step (`medlab/papers/c2l/throughput.py`). The record is what `medlab bench` reports.
 
 # %%
 throughput = c2l.record_throughput(config, data, profile=profile, device=device, steps=4 if profile == "smoke" else 8)
-pd.Series(throughput["metrics"]).round(2).to_frame(f"{device} ({environment['device'].get('name')})")
+pd.Series(throughput["metrics"]).round(2).to_frame(f"{device} ({run.environment['device'].get('name')})")
 
 # %% [markdown]
 # **Try it.** `medlab run c2l -p pretrain_epochs 20` (the demo's pretraining is very short),
@@ -420,7 +397,7 @@ pd.Series(throughput["metrics"]).round(2).to_frame(f"{device} ({environment['dev
 # | Queue | 16,384 keys, 3 pushes of B keys per step | demo: 1,024 (ablation 256); paper profile: 16,384; 3 pushes per step kept | the demo's pool has 1,536 images: a longer queue would hold stale keys of the same images |
 # | Momentum | 0.999 | demo: 0.99 (ablation: 0.999); paper profile: 0.999 | the demo pretrains for 72 steps: at 0.999 the key encoder would stay near its random start |
 # | Schedule | SGD lr 0.03, momentum 0.9, wd 1e-4, batch 128, 120 epochs, x0.1 after epochs 60, 80, 100 | same optimiser, milestones at the same fractions of training; demo: lr 0.06, batch 64, 3 epochs (72 steps) | CPU budget; a shorter run takes a larger step |
-# | Shuffled BN | DataParallel on 4 GPUs: the key batch is shuffled across GPUs, BN per GPU | one device: shuffle + BN statistics over 4 (demo) or 8 (paper) sub-batches; several GPUs: shuffle across devices (`batch_shuffle`) | the single-device equivalent of per-GPU statistics |
+# | Shuffled BN | DataParallel on 4 GPUs: the key batch is shuffled across GPUs, BN per GPU | one process: shuffle + BN statistics over 4 (demo) or 8 (paper) sub-batches; several GPUs (`--nproc`): the key batch shuffled across processes (`batch_shuffle`), BN per process, the keys of every process enqueued by all | the single-device equivalent of per-GPU statistics |
 # | Augmentation | RandomResizedCrop(0.2-1), rotation 10°, grey-scale p=0.2, ColorJitter 0.4, flip, Cutout 3 x 32 px after normalising | the same on the device; no grey-scale or hue/saturation jitter (the images are grey); Cutout fills with the normalisation mean (= 0 after normalising) | grey radiographs; one batch operation instead of per-image host work |
 # | Fine-tuning | not published (a user reports lr 0.01 head / 2e-4 backbone, SGD) | AdamW, one-cycle, BCE; demo lr 3e-3 for 8 epochs of at least 320 samples; paper profile lr 1e-4, 20 epochs; crops of 80-100%, ±5°, no flips; epoch chosen by validation mean AUROC | common CheXNet-style defaults; the recipe is unknown. Flips are left out because a radiograph's sides differ (the heart's side carries Cardiomegaly). The demo's first full run (lr 1e-3, 5 epochs, flips) left every initialisation near 0.6 mean AUROC, too under-trained to compare anything; the schedule was lengthened after it and after one development run per setting (seed 0, read on the synthetic test split, for scratch, MoCo and C2L alike), then shortened from 10 to 8 epochs when the chapter ran 891 s, at the edge of the 900 s budget. The same schedule serves every initialisation |
 # | Linear probe | not in the paper's known results | AdamW on standardised frozen features, epoch chosen by validation mean AUROC | the standard read-out of what pretraining learned |

@@ -41,32 +41,36 @@
 #
 # **Results.** The section *What the runs show* sums up, from the runs' records, whether Rubik's cube
 # pretraining beat training from scratch on the synthetic demo data.
-#
-# **Resource card.** Measured by `medlab bench` on this book's machines (generated from the benchmark
-# records in `results/bench/rubik/`):
+
+# %% tags=["remove-cell"]
+# Colab (or any Python without medlab): install the book's package first. MEDLAB_PACKAGE overrides
+# where it comes from (a local wheel or folder).
+import importlib.util
+import os
+import subprocess
+import sys
+
+PACKAGE = os.environ.get("MEDLAB_PACKAGE", "medlab @ git+https://github.com/medlab-book/medlab")
+if importlib.util.find_spec("medlab") is None:
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", PACKAGE], check=True)
+
+# %% [markdown]
+# **Resource card.** Measured by `medlab bench` on this book's machines (the table is generated from
+# the benchmark records shipped with the package, `medlab/resources/bench/rubik/`):
 
 # %% tags=["remove-input"]
 from medlab.results import resource_card
 
-resource_card("rubik").set_index("profile")
+resource_card("rubik")
 
 # %% [markdown]
 # ## Parameters and setup
 #
-# The first cell installs the book's package when it is missing (on Colab). The `parameters` cell is
-# what papermill and `medlab run` override: `profile` is `smoke` (seconds, for CI), `demo` (the book,
-# minutes on a CPU) or `paper` (BraTS from `data_dir`, larger volumes and networks, one GPU). Any other
-# setting of `medlab.papers.rubik.Settings` can be passed through `overrides`, or on the command line as
-# `medlab run rubik -p num_permutations 100`.
-
-# %%
-import importlib.util
-import subprocess
-import sys
-
-PACKAGE = "medlab @ git+https://github.com/medlab-book/medlab"
-if importlib.util.find_spec("medlab") is None:  # e.g. on Colab: install the book's package
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", PACKAGE], check=True)
+# On Colab, the notebook's first cell (hidden in the book) installs the book's package. The
+# `parameters` cell is what papermill and `medlab run` override: `profile` is `smoke` (seconds, for CI),
+# `demo` (the book, minutes on a CPU) or `paper` (BraTS from `data_dir`, larger volumes and networks,
+# one GPU). Any other setting of `medlab.papers.rubik.Settings` can be passed through `overrides`, or
+# on the command line as `medlab run rubik -p num_permutations 100`.
 
 # %% tags=["parameters"]
 import os
@@ -80,29 +84,24 @@ label_counts = None  # labeled volumes per fine-tuning run, e.g. "16,64"; None =
 overrides = {}  # any other setting, e.g. {"num_permutations": 100}
 
 # %%
-import dataclasses
-
-import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
-import torch
 from IPython.display import Markdown, display
 
-import medlab
-from medlab import metrics, plots, results
+from medlab import experiment, plots, results
 from medlab.papers import rubik
 
-profile = medlab.resolve_profile(profile)
-config = rubik.settings(profile, seeds=seeds, pretrain_epochs=pretrain_epochs, label_counts=label_counts, **overrides)
-if profile == "paper" and data_dir is None:
-    raise ValueError("the paper profile needs the real BraTS data: set data_dir (data/README.md)")
-device = medlab.choose_device(device)
-medlab.seed_everything(0)
-environment = medlab.environment_record(device)
-commit = (environment["git"] or {}).get("commit", "unknown")[:10]
-print(f"profile {profile}; device {device} ({environment['device'].get('name')}); commit {commit}")
-print(f"torch {torch.__version__}; medlab {medlab.__version__}")
-pd.Series({k: str(v) for k, v in dataclasses.asdict(config).items()}, name=profile).to_frame()
+run = experiment.setup(
+    rubik,
+    profile,
+    device=device,
+    data_dir=data_dir,
+    seeds=seeds,
+    pretrain_epochs=pretrain_epochs,
+    label_counts=label_counts,
+    **overrides,
+)
+profile, config, device = run.profile, run.config, run.device
+run.settings_table()
 
 # %% [markdown]
 # ## The problem and the idea
@@ -172,30 +171,14 @@ pd.Series({k: str(v) for k, v in dataclasses.asdict(config).items()}, name=profi
 
 # %%
 tasks = {task: rubik.load_data(config, task, data_dir) for task in config.tasks}
-pd.DataFrame(
-    {
-        task: {split: len(getattr(d, split)) for split in ("unlabeled", "train", "val", "test")}
-        | {"channels": d.in_channels, "data": d.info["kind"]}
-        for task, d in tasks.items()
-    }
-)
+rubik.data_table(tasks)
 
 # %% [markdown]
 # One head CT volume per class, in three orthogonal slices through the volume's centre:
 
 # %%
 if "classification" in tasks:
-    ct = tasks["classification"]
-    labels = rubik.targets_of(ct.train).numpy()
-    fig, axes = plt.subplots(3, len(ct.classes), figsize=(2.6 * len(ct.classes), 7.5))
-    for c, name in enumerate(ct.classes):
-        index = int(np.flatnonzero(labels == c)[0]) if (labels == c).any() else 0
-        volume = ct.train[index][0][0].numpy()
-        for r, image in enumerate(rubik.orthogonal_slices(volume)):
-            axes[r, c].imshow(np.rot90(image), cmap="gray", vmin=-1, vmax=1)
-            axes[r, c].axis("off")
-        axes[0, c].set_title(name, fontsize=9)
-    fig.tight_layout()
+    fig = rubik.ct_examples_figure(tasks["classification"])
 
 # %% [markdown]
 # One brain MR volume: its four contrasts and the tumour labels (red: necrotic core, green: oedema,
@@ -203,62 +186,43 @@ if "classification" in tasks:
 
 # %%
 if "segmentation" in tasks:
-    mr = tasks["segmentation"]
-    volume, mask = mr.train[0]
-    tumour = np.argwhere(mask.numpy() > 0)
-    z = int(np.median(tumour[:, 2])) if len(tumour) else mask.shape[2] // 2
-    colours = plt.matplotlib.colors.ListedColormap(["none", "red", "limegreen", "yellow"])
-    names = getattr(mr.train, "modalities", ("t1", "t1ce", "t2", "flair"))
-    fig, axes = plt.subplots(1, 5, figsize=(13, 2.9))
-    for ax, channel, name in zip(axes, volume, names):
-        ax.imshow(np.rot90(channel[:, :, z].numpy()), cmap="gray", vmin=-1, vmax=1)
-        ax.set_title(name)
-        ax.axis("off")
-    axes[4].imshow(np.rot90(volume[-1, :, :, z].numpy()), cmap="gray", vmin=-1, vmax=1)
-    axes[4].imshow(np.rot90(mask[:, :, z].numpy()), cmap=colours, vmin=0, vmax=3, alpha=0.6, interpolation="nearest")
-    axes[4].set_title("labels on FLAIR")
-    axes[4].axis("off")
-    fig.tight_layout()
+    fig = rubik.mr_example_figure(tasks["segmentation"])
 
 # %% [markdown]
 # How the classes and tumour sub-regions are distributed in the labelled and test sets:
 
 # %%
-summary = {}
-if "classification" in tasks:
-    for split in ("train", "test"):
-        counts = np.bincount(rubik.targets_of(getattr(ct, split)).numpy(), minlength=len(ct.classes))
-        summary[f"CT {split} volumes"] = pd.Series(counts, index=ct.classes)
-if "segmentation" in tasks:
-    for split in ("train", "test"):
-        masks = rubik.targets_of(getattr(mr, split))
-        share = [(masks == k).float().mean().item() * 100 for k in range(len(mr.classes))]
-        summary[f"MR {split} voxels %"] = pd.Series(share, index=mr.classes).round(2)
-pd.DataFrame(summary)
+rubik.label_summary(tasks)
 
 # %% [markdown]
 # ## Method: the code
 #
-# The permutation set (Eq. 1). With the profile's $K$, the smallest Hamming distance between two of its
-# permutations is shown below (8 would mean every cube moves):
+# The chapter's method is one file, `medlab/papers/rubik/method.py`: the equations above in their order,
+# each function naming its equation and taking its hyper-parameters explicitly. The permutation set
+# (Eq. 1); cutting the cubes with random gaps, rearranging and rotating them (everything is tensor
+# indexing on the device, for the whole batch at once); the losses (Eqs. 2-3); the Siamese-Octad; and
+# Eq. 4. It is unit-tested (`tests/test_rubik.py`: the permutation set, every puzzle undone by its
+# labels, the losses on hand-computed values). This is that file.
 
 # %%
-plots.show_source(rubik.permutation_set)
+plots.show_source(rubik.method)
+
+# %% [markdown]
+# With the profile's $K$, the smallest Hamming distance between two permutations of the set (8 would
+# mean every cube moves):
+
+# %%
 permutations = rubik.permutation_set(config.num_permutations)
 print(f"K = {len(permutations)} permutations, minimum Hamming distance {rubik.min_hamming_distance(permutations)}")
 
 # %% [markdown]
-# Cutting the cubes with random gaps, and scrambling them: everything is tensor indexing on the device,
-# for the whole batch at once.
+# The chapter's runs (`runs.py`) wire the method to the settings: the cube size, the loss weights
+# $\alpha$ and $\beta$, and, for the ablation, which transformation the proxy task leaves out. The loop
+# itself is the book's one engine (`medlab.engine.fit`: mixed precision on CUDA, a checkpoint per
+# epoch, exact resume).
 
 # %%
-plots.show_source(rubik.random_layout, rubik.cut_cubes, rubik.scramble, rubik.make_proxy_batch)
-
-# %% [markdown]
-# The Siamese-Octad and the losses (Eq. 2 to 4):
-
-# %%
-plots.show_source(rubik.SiameseOctad, rubik.rearrangement_loss, rubik.rotation_loss, rubik.proxy_losses)
+plots.show_source(rubik.puzzle, rubik.puzzle_losses)
 
 # %% [markdown]
 # A puzzle as the network sees it. Rows: the volume; its eight cubes with the random gaps (grey bars);
@@ -283,11 +247,9 @@ fig = rubik.puzzle_figure(first_task.val[0][0], config)
 # stopped.
 
 # %%
-records = rubik.run_grid(config, profile=profile, device=device, data_dir=data_dir)
+records = experiment.run_grid(rubik, config, profile=profile, device=device, data_dir=data_dir)
 frame = results.to_frame(records)
-downstream = frame[frame["experiment"] != "pretrain"].copy()
-downstream["init"] = downstream["params.init"].map(rubik.INIT_LABELS)
-downstream["labels"] = downstream["params.labels"]
+downstream = rubik.downstream_frame(frame)
 
 # %% [markdown]
 # How well the puzzle is learned: accuracy on held-out puzzles (fixed, made from validation volumes)
@@ -304,11 +266,14 @@ for task in config.tasks:
 # sits in each slot first. In the rotation-only puzzle every cube stays in its place and a turn shows as
 # anatomy that does not belong there. Compare the rotation curves of the two variants.
 #
-# The same puzzle as above, now recovered with the labels the pretrained network (seed 0) predicts:
+# The same puzzle as above, now recovered with the labels that the pretrained network of the first
+# seed predicts (the figure loads it from the run folder its record names):
 
 # %%
-proxy_model = rubik.pretrain_run_dir(config, first_task.task, "rubik", config.seeds[0], profile, data_dir) / rubik.PROXY_MODEL_FILE
-fig = rubik.puzzle_figure(first_task.val[0][0], config, proxy_model_path=proxy_model)
+(pretrained,) = results.select(
+    records, experiment="pretrain", task=first_task.task, method="rubik", seed=config.seeds[0]
+)
+fig = rubik.puzzle_figure(first_task.val[0][0], config, pretrained)
 
 # %% [markdown]
 # ## Evaluation
@@ -316,23 +281,10 @@ fig = rubik.puzzle_figure(first_task.val[0][0], config, proxy_model_path=proxy_m
 # **Classification** of the haemorrhage type on the test volumes (%, mean ± std over seeds):
 
 # %%
-def task_table(task: str, experiment: str = "label_efficiency") -> pd.DataFrame:
-    rows = downstream[(downstream["params.task"] == task) & (downstream["experiment"] == experiment)]
-    names = rubik.TASK_METRICS[task]
-    percent = [m for m in names if not m.startswith("hd95")]
-    return results.summarize(rows, list(names), by=("init", "labels"), percent=percent, names=names)
-
-
 if "classification" in config.tasks:
-    display(task_table("classification"))
+    display(rubik.task_table(frame, "classification"))
     # the floor: a "classifier" that always answers the most frequent class of the test split
-    test_targets = rubik.targets_of(ct.test).numpy()
-    majority = int(np.bincount(test_targets).argmax())
-    floor = metrics.classification_metrics(test_targets, np.eye(len(ct.classes))[np.full(len(test_targets), majority)])
-    display(Markdown(
-        f"For reference, always answering *{ct.classes[majority]}* scores accuracy {floor['accuracy']:.1%}, "
-        f"macro F1 {floor['macro_f1']:.1%} and macro AUROC {floor.get('macro_auroc', 0.5):.1%} on this test split."
-    ))
+    display(Markdown(rubik.majority_floor(tasks["classification"])))
 
 # %% [markdown]
 # **Segmentation** of the tumour regions as BraTS scores them: whole tumour (WT: all labels), tumour core
@@ -342,7 +294,7 @@ if "classification" in config.tasks:
 
 # %%
 if "segmentation" in config.tasks:
-    display(task_table("segmentation"))
+    display(rubik.task_table(frame, "segmentation"))
 
 # %% [markdown]
 # The headline score of each task against the number of labelled volumes (error bars: std over seeds):
@@ -368,27 +320,9 @@ for task in config.tasks:
 
 # %%
 for task in config.ablation_tasks:
-    if task not in config.tasks:
-        continue
-    rows = downstream[
-        (downstream["params.task"] == task)
-        & (downstream["params.labels"] == config.ablation_labels)
-        & downstream["experiment"].isin(["ablation", "label_efficiency"])
-    ]
-    pretext = frame[(frame["experiment"] == "pretrain") & (frame["params.task"] == task)]
-    pretext = pretext[["params.method", "seed", "metrics.val_permutation_accuracy", "metrics.val_rotation_accuracy"]]
-    pretext.columns = ["params.init", "seed", "metrics.puzzle_permutation", "metrics.puzzle_rotation"]
-    merged = rows.merge(pretext, on=["params.init", "seed"], how="left")
-    metric = rubik.HEADLINE[task]
-    display(Markdown(f"**{task}**, {config.ablation_labels} labelled volumes:"))
-    display(
-        results.summarize(
-            merged, [metric, "puzzle_permutation", "puzzle_rotation"], by=("init",),
-            percent=[metric, "puzzle_permutation", "puzzle_rotation"],
-            names={metric: f"test {metric.replace('_', ' ')} %", "puzzle_permutation": "puzzle permutation acc. %",
-                   "puzzle_rotation": "puzzle rotation acc. %"},
-        )
-    )
+    if task in config.tasks:
+        display(Markdown(f"**{task}**, {config.ablation_labels} labelled volumes:"))
+        display(rubik.ablation_table(frame, task, config.ablation_labels))
 
 # %% [markdown]
 # ## What the runs show
@@ -406,14 +340,16 @@ display(Markdown(rubik.findings(downstream)))
 # cubes on the device for the whole batch, runs channels-last (3D) with mixed precision on CUDA and never
 # waits for the device inside the loop. Below, in the same process, its throughput in voxels per second
 # (of the cubes the network sees) beside a plain loop of the same model: fp32, channels-first, puzzles
-# made volume by volume on the host in the DataLoader, the loss read back after every step. The record is
-# what `medlab bench` reports.
+# made volume by volume on the host in the DataLoader, the loss read back after every step
+# (`medlab/papers/rubik/throughput.py`). The record is what `medlab bench` reports.
 
 # %%
 throughput = rubik.record_throughput(
     config, first_task, profile=profile, device=device, steps=3 if profile == "smoke" else 8
 )
-pd.Series(throughput["metrics"]).map(lambda v: f"{v:,.2f}").to_frame(f"{device} ({environment['device'].get('name')})")
+pd.Series(throughput["metrics"]).map(lambda v: f"{v:,.2f}").to_frame(
+    f"{device} ({run.environment['device'].get('name')})"
+)
 
 # %% [markdown]
 # **Try it.** `medlab run rubik -p pretrain_epochs 40` (the demo's pretraining is short),

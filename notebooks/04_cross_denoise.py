@@ -41,32 +41,36 @@
 #
 # **Results.** The section *What the runs show* sums up, from the runs' records, whether the method beat
 # a single network and Co-teaching on the synthetic demo data.
-#
-# **Resource card.** Measured by `medlab bench` on this book's machines (generated from the benchmark
-# records in `results/bench/cross_denoise/`):
 
-# %% tags=["remove-input"]
+# %% tags=["remove-cell"]
+# Colab (or any Python without medlab): install the book's package first. MEDLAB_PACKAGE overrides
+# where it comes from (a local wheel or folder).
+import importlib.util
+import os
+import subprocess
+import sys
+
+PACKAGE = os.environ.get("MEDLAB_PACKAGE", "medlab @ git+https://github.com/medlab-book/medlab")
+if importlib.util.find_spec("medlab") is None:
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", PACKAGE], check=True)
+
+# %% [markdown]
+# **Resource card.** Measured by `medlab bench` on this book's machines (the table is generated from
+# the benchmark records shipped with the package, `medlab/resources/bench/cross_denoise/`):
+
+# %%
 from medlab.results import resource_card
 
-resource_card("cross_denoise").set_index("profile")
+resource_card("cross_denoise")
 
 # %% [markdown]
 # ## Parameters and setup
 #
-# The first cell installs the book's package when it is missing (on Colab). The `parameters` cell is
-# what papermill and `medlab run` override: `profile` is `smoke` (seconds, for CI), `demo` (the book,
-# minutes on a CPU) or `paper` (REFUGE and Drishti-GS from `data_dir` and `target_data_dir`, 256-pixel
-# crops, one GPU). Any setting of `medlab.papers.cross_denoise.Settings` can be passed through
-# `overrides`, or on the command line as `medlab run cross_denoise -p forget_rate 0.3`.
-
-# %%
-import importlib.util
-import subprocess
-import sys
-
-PACKAGE = "medlab @ git+https://github.com/medlab-book/medlab"
-if importlib.util.find_spec("medlab") is None:  # e.g. on Colab: install the book's package
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", PACKAGE], check=True)
+# On Colab, the notebook's first cell (hidden in the book) installs the book's package. The
+# `parameters` cell is what papermill and `medlab run` override: `profile` is `smoke` (seconds, for CI),
+# `demo` (the book, minutes on a CPU) or `paper` (REFUGE and Drishti-GS from `data_dir` and
+# `target_data_dir`, 256-pixel crops, one GPU). Any setting of `medlab.papers.cross_denoise.Settings`
+# can be passed through `overrides`, or on the command line as `medlab run cross_denoise -p forget_rate 0.3`.
 
 # %% tags=["parameters"]
 import os
@@ -81,29 +85,19 @@ noise_rates = None  # shares of corrupted training masks, e.g. "0,0.5"; None = t
 overrides = {}  # any other setting, e.g. {"confident_fraction": 0.3}
 
 # %%
-import dataclasses
-
-import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
-import torch
 from IPython.display import Markdown, display
 
-import medlab
-from medlab import metrics, plots, results
+from medlab import experiment, plots, results
 from medlab.papers import cross_denoise as cd
 
-profile = medlab.resolve_profile(profile)
-config = cd.settings(profile, seeds=seeds, epochs=epochs, noise_rates=noise_rates, **overrides)
-if profile == "paper" and (data_dir is None or target_data_dir is None):
-    raise ValueError("the paper profile needs the real data: set data_dir (REFUGE) and target_data_dir (Drishti-GS); see data/README.md")
-device = medlab.choose_device(device)
-medlab.seed_everything(0)
-environment = medlab.environment_record(device)
-commit = (environment["git"] or {}).get("commit", "unknown")[:10]
-print(f"profile {profile}; device {device} ({environment['device'].get('name')}); commit {commit}")
-print(f"torch {torch.__version__}; medlab {medlab.__version__}")
-pd.Series({k: str(v) for k, v in dataclasses.asdict(config).items()}, name=profile).to_frame()
+run = experiment.setup(
+    cd, profile, device=device, data_dir=data_dir, seeds=seeds, epochs=epochs, noise_rates=noise_rates, **overrides
+)
+profile, config, device = run.profile, run.config, run.device
+if profile == "paper" and target_data_dir is None:
+    raise ValueError("the paper profile needs Drishti-GS as the target domain: set target_data_dir (see data/README.md)")
+run.settings_table()
 
 # %% [markdown]
 # ## The problem and the idea
@@ -169,39 +163,28 @@ fig = cd.noise_examples_figure(data, strength=config.noise_strength)
 # training image (%):
 
 # %%
-clean_masks = data.source_train[1]
-damage = {}
-for kind in cd.NOISE_KINDS:
-    noisy_masks = cd.corrupted_masks(clean_masks, 1.0, kind, seed=0, strength=config.noise_strength)[0]
-    dice = metrics.region_dice_hd95(noisy_masks, clean_masks, cd.REGIONS, hd95=False)
-    damage[kind] = {f"Dice {r} %": 100 * dice[f"dice/{r}"].mean() for r in cd.REGIONS}
-pd.DataFrame(damage).T.round(1)
+cd.noise_damage_table(data, strength=config.noise_strength)
 
 # %% [markdown]
 # ## Method: the code
 #
-# The standard loss and the peer review (Eqs. 1-2):
+# The chapter's method is one file, `medlab/papers/cross_denoise/method.py`: the equations above in
+# their order (the standard loss and the peer review, Eqs. 1-2; the noise-tolerant loss, Eqs. 3-5;
+# class-imbalanced cross learning, Eq. 6; each peer's objective, Eq. 7), each function naming its
+# equation and taking its hyper-parameters explicitly. It is unit-tested (`tests/test_cross_denoise.py`:
+# each equation on tiny tensors, several by hand). Nothing in it waits for the device: masked means and
+# the per-class confidence thresholds are computed over whole tensors, so no shape depends on the data.
+# This is that file.
 
 # %%
-plots.show_source(cd.segmentation_loss, cd.keep_ratio, cd.small_loss_selection)
+plots.show_source(cd.method)
 
 # %% [markdown]
-# The noise-tolerant loss (Eqs. 3-5); the key-location weights are computed once per run from the noisy
-# masks:
-
-# %%
-plots.show_source(cd.key_location_weights, cd.disagreement_filter, cd.noise_tolerant_loss)
-
-# %% [markdown]
-# Class-imbalanced cross learning (Eq. 6):
-
-# %%
-plots.show_source(cd.class_level_pseudo_labels, cd.cross_learning_loss)
-
-# %% [markdown]
-# One training step of every method (Eq. 7); the single network and Co-teaching are the same step with
-# components switched off (`cd.METHODS`). The networks are MONAI 2D U-Nets; the loop is the book's
-# training engine, the same for every chapter.
+# One training step of every method (in `runs.py`): the single network and Co-teaching are the same step
+# with components switched off (`cd.METHODS`). The epoch, hence the share of each batch a peer selects
+# and the weight of cross learning, is counted on the host, so the step never reads a value back from
+# the device. The networks are MONAI 2D U-Nets; the key-location weights are computed once per run from
+# the noisy masks; the loop is the book's training engine, the same for every chapter.
 
 # %%
 plots.show_source(cd.training_step)
@@ -211,17 +194,7 @@ plots.show_source(cd.training_step)
 # top of them once a peer exists:
 
 # %%
-example = cd.corrupted_masks(clean_masks[:1], 1.0, "dilation", seed=0)[0][0]
-fig, axes = plt.subplots(1, 3, figsize=(7.5, 2.6))
-axes[0].imshow(data.source_train[0][0].permute(1, 2, 0).numpy())
-axes[0].set_title("image", fontsize=9)
-axes[1].imshow(example, cmap="viridis")
-axes[1].set_title("noisy mask (dilated)", fontsize=9)
-axes[2].imshow(cd.key_location_weights(example.numpy(), config.boundary_band), cmap="gray", vmin=0, vmax=1)
-axes[2].set_title("key-location weights", fontsize=9)
-for ax in axes:
-    ax.axis("off")
-fig.tight_layout()
+fig = cd.key_weights_figure(data, config.boundary_band)
 
 # %% [markdown]
 # ## Training
@@ -235,7 +208,9 @@ fig.tight_layout()
 # the cell after an interruption resumes where it stopped.
 
 # %%
-records = cd.run_grid(config, profile=profile, device=device, data_dir=data_dir, target_data_dir=target_data_dir)
+records = experiment.run_grid(
+    cd, config, profile=profile, device=device, data_dir=data_dir, target_data_dir=target_data_dir
+)
 frame = results.to_frame(records)
 frame["method"] = frame["params.method"].map(cd.METHOD_LABELS)
 frame["rate %"] = (frame["params.rate"] * 100).round().astype(int)
@@ -249,12 +224,8 @@ frame["kind"] = frame["params.kind"]
 # the vertical cup-to-disc ratio (vCDR), the number a clinician reads. Mean ± std over seeds.
 
 # %%
-def table(rows: pd.DataFrame, by) -> pd.DataFrame:
-    return results.summarize(rows, list(cd.METRIC_NAMES), by=by, percent=cd.PERCENT, names=cd.METRIC_NAMES)
-
-
 mixed = frame[(frame["params.kind"] == cd.MIXED) & frame["params.method"].isin(config.methods)]
-table(mixed, ("method", "rate %"))
+cd.metrics_table(mixed, ("method", "rate %"))
 
 # %%
 fig = cd.noise_rate_figure(frame)
@@ -272,10 +243,7 @@ results.summarize(mixed, list(source_names), by=("method", "rate %"), percent=[f
 # networks were told); bottom: target test images with each method's prediction (disc green, cup cyan).
 
 # %%
-fig = cd.predictions_figure(
-    config, data, profile=profile, rate=config.ablation_rate, seed=config.seeds[0], methods=config.methods,
-    data_dir=data_dir, target_data_dir=target_data_dir,
-)
+fig = cd.predictions_figure(records, data, rate=config.ablation_rate, seed=config.seeds[0], methods=config.methods)
 
 # %% [markdown]
 # The target Dice after every epoch at the highest noise rate (mean ± std over seeds). A single network
@@ -293,9 +261,11 @@ fig = cd.curves_figure(records, max(config.noise_rates))
 # picked per epoch (rows: the clean samples, then the corrupted ones grouped by kind).
 
 # %%
-if config.ablation_rate > 0:
-    run = cd.run_dir_of(config, "cross_denoise", config.ablation_rate, cd.MIXED, config.seeds[0], profile, data_dir, target_data_dir)
-    fig = cd.selection_figure(run, f"cross-denoising, {config.ablation_rate:.0%} corrupted, seed {config.seeds[0]}")
+selection_run = results.select(records, method="cross_denoise", rate=config.ablation_rate, kind=cd.MIXED, seed=config.seeds[0])
+if config.ablation_rate > 0 and selection_run:
+    fig = cd.selection_figure(
+        selection_run[0], f"cross-denoising, {config.ablation_rate:.0%} corrupted, seed {config.seeds[0]}"
+    )
 
 # %% [markdown]
 # After the warm-up, the share of corrupted masks among the picks, per method and noise rate (%; random
@@ -308,10 +278,8 @@ picks = picks[picks["metrics.picked_corrupted"].notna()] if "metrics.picked_corr
 if not picks.empty:
     display(results.summarize(picks, ["picked_corrupted"], by=("method", "rate %"), percent=["picked_corrupted"],
                               names={"picked_corrupted": "corrupted share of the picks %"}))
-    saved = np.load(run / cd.SELECTION_FILE)
-    last = saved["picked"][:, -1].sum(0) / np.maximum(saved["offered"][-1] * saved["picked"].shape[0], 1)
-    kinds = np.where(saved["corrupted"], saved["kinds"], "clean")
-    display(pd.Series(last).groupby(kinds).mean().mul(100).round(1).to_frame("picked in the last epoch %"))
+    if config.ablation_rate > 0 and selection_run:
+        display(cd.picks_by_kind(selection_run[0]))
 
 # %% [markdown]
 # **Noise kind.** Each kind of corruption alone, half of the training masks corrupted:
@@ -319,7 +287,7 @@ if not picks.empty:
 # %%
 kinds = frame[frame["params.rate"] == config.kind_rate]
 kinds = kinds[kinds["params.method"].isin(config.kind_methods) & (kinds["experiment"].isin(["noise_kind", "noise_rate"]))]
-table(kinds, ("kind", "method"))
+cd.metrics_table(kinds, ("kind", "method"))
 
 # %% [markdown]
 # ## Ablation
@@ -329,7 +297,7 @@ table(kinds, ("kind", "method"))
 
 # %%
 ablation = frame[(frame["params.rate"] == config.ablation_rate) & (frame["params.kind"] == cd.MIXED)]
-table(ablation, ("method",))
+cd.metrics_table(ablation, ("method",))
 
 # %% [markdown]
 # How good the cross-learning pseudo-labels were: the share of the kept target pixels whose pseudo-label
@@ -337,18 +305,9 @@ table(ablation, ("method",))
 # pixels and cup pixels only (%).
 
 # %%
-with_cross = [r for r in records if cd.METHODS[r["params"]["method"]].cross_learning]
-if with_cross:
-    rows = []
-    for r in with_cross:
-        last_epoch = r["history"][-1]
-        rows.append({"method": cd.METHOD_LABELS[r["params"]["method"]], "rate %": round(r["params"]["rate"] * 100),
-                     "kind": r["params"]["kind"], "seed": r["seed"],
-                     "metrics.pseudo_all": np.mean([last_epoch.get(f"train/pseudo_label_accuracy_{p}", np.nan) for p in "ab"]),
-                     "metrics.pseudo_cup": np.mean([last_epoch.get(f"train/pseudo_cup_accuracy_{p}", np.nan) for p in "ab"])})
-    pseudo = pd.DataFrame(rows)
-    display(results.summarize(pseudo[pseudo["kind"] == cd.MIXED], ["pseudo_all", "pseudo_cup"], by=("method", "rate %"),
-                              percent=["pseudo_all", "pseudo_cup"], names={"pseudo_all": "all pixels %", "pseudo_cup": "cup pixels %"}))
+pseudo = cd.pseudo_label_table(records)
+if pseudo is not None:
+    display(pseudo)
 
 # %% [markdown]
 # Reading the ablation with this table: cross learning can only help when the pseudo-labels it keeps are
@@ -370,12 +329,12 @@ display(Markdown(cd.findings(frame)))
 # chapter's step computes the key-location weights once per run, keeps everything on the device, runs
 # channels-last with mixed precision on CUDA and never waits for the device inside the loop. Below, in
 # the same process, its throughput beside a plain loop of the same step: fp32, weights computed per
-# sample on the host in the DataLoader, the loss read back after every step. The record is what
-# `medlab bench` reports.
+# sample on the host in the DataLoader, the loss read back after every step
+# (`medlab/papers/cross_denoise/throughput.py`). The record is what `medlab bench` reports.
 
 # %%
 throughput = cd.record_throughput(config, data, profile=profile, device=device, steps=3 if profile == "smoke" else 8)
-pd.Series(throughput["metrics"]).map(lambda v: f"{v:,.2f}").to_frame(f"{device} ({environment['device'].get('name')})")
+pd.Series(throughput["metrics"]).map(lambda v: f"{v:,.2f}").to_frame(f"{device} ({run.environment['device'].get('name')})")
 
 # %% [markdown]
 # **Try it.** `medlab run cross_denoise -p epochs 60`, `-p overrides '{"forget_rate": 0.3}'` (Co-teaching

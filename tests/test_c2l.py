@@ -1,5 +1,6 @@
-"""Chapter 2 (C2L): each equation on hand-computed values, the queue, shuffled batch norm, the
-downstream pieces and the device augmentations."""
+"""Chapter 2 (C2L): each equation on hand-computed values, the queue, shuffled batch norm (in one
+process, channels-last, and across two processes), the runs' identities, the downstream pieces and the
+device augmentations."""
 
 from __future__ import annotations
 
@@ -13,12 +14,18 @@ import torch.nn.functional as F
 from torch import nn
 
 from medlab import augment, metrics
+from medlab.data.subsets import RepeatedSubset
+from medlab.engine import RunContext
 from medlab.nets.backbones import narrow_resnet18
 from medlab.papers import c2l
 
 TINY = dataclasses.replace(
     c2l.PROFILES["smoke"], image_size=16, width=4, feature_dim=8, queue_size=12, bn_splits=2, pretrain_batch_size=4
 )
+
+
+def momentum_contrast(config: c2l.Settings) -> c2l.MomentumContrast:
+    return c2l.MomentumContrast(c2l.new_encoder(config), queue_size=config.queue_size, bn_splits=config.bn_splits)
 
 
 def test_info_nce_matches_hand_computation():
@@ -47,7 +54,7 @@ def test_mix_uses_one_permutation_and_lambda():
 
 
 def test_momentum_update_is_an_exponential_average_of_the_parameters():
-    model = c2l.MomentumContrast(TINY)
+    model = momentum_contrast(TINY)
     with torch.no_grad():
         for p in model.query.parameters():
             p.add_(1.0)
@@ -62,7 +69,7 @@ def test_momentum_update_is_an_exponential_average_of_the_parameters():
 
 
 def test_queue_is_fifo_and_wraps():
-    model = c2l.MomentumContrast(dataclasses.replace(TINY, queue_size=5, feature_dim=2))
+    model = momentum_contrast(dataclasses.replace(TINY, queue_size=5, feature_dim=2))
     first = torch.arange(6.0).view(3, 2)
     model.enqueue(first)
     assert torch.equal(model.queue[:3], first) and int(model.queue_ptr) == 3
@@ -105,7 +112,7 @@ def test_batch_shuffle_is_undone():
 
 
 def test_key_features_without_splits_equal_a_plain_forward():
-    model = c2l.MomentumContrast(dataclasses.replace(TINY, bn_splits=1)).train()
+    model = momentum_contrast(dataclasses.replace(TINY, bn_splits=1)).train()
     x = torch.rand(4, 1, 16, 16)
     assert torch.allclose(model.key_features(x), model.key(x), atol=1e-5)
 
@@ -114,7 +121,7 @@ def test_key_features_without_splits_equal_a_plain_forward():
 def test_pretrain_loss_averages_its_comparisons_and_trains_only_the_query(method):
     torch.manual_seed(0)
     config = c2l.variant_settings(TINY, method)
-    model = c2l.MomentumContrast(config).train()
+    model = momentum_contrast(config).train()
     terms = c2l.PRETRAINING[method].terms
     out = c2l.make_pretrain_loss(method, config)(model, (torch.rand(4, 1, 16, 16), None))
     assert set(terms) <= set(out) and torch.isfinite(out["loss"])
@@ -152,14 +159,14 @@ def test_label_subset_is_deterministic_and_never_empty():
 
 def test_repeated_subset_repeats_every_sample_equally():
     data = torch.utils.data.TensorDataset(torch.arange(10.0), torch.zeros(10))
-    subset = c2l.RepeatedSubset(data, [2, 5, 7], min_length=8)
+    subset = RepeatedSubset(data, [2, 5, 7], min_length=8)
     assert len(subset) == 9
     values = [float(subset[i][0]) for i in range(len(subset))]
     assert sorted(values) == [2.0] * 3 + [5.0] * 3 + [7.0] * 3
 
 
 def test_finding_classifier_starts_from_the_pretrained_encoder(tmp_path):
-    encoder = c2l.Encoder(TINY)
+    encoder = c2l.new_encoder(TINY)
     path = tmp_path / "encoder.pt"
     torch.save(encoder.state_dict(), path)
     loaded = c2l.initial_encoder(TINY, "c2l", path)
@@ -174,17 +181,27 @@ def test_finding_classifier_starts_from_the_pretrained_encoder(tmp_path):
 
 def test_encoder_feeds_grey_images_to_a_three_channel_backbone():
     config = dataclasses.replace(TINY, backbone="resnet18")
-    encoder = c2l.Encoder(config).eval()
+    encoder = c2l.new_encoder(config).eval()
     assert encoder(torch.rand(2, 1, 32, 32)).shape == (2, config.feature_dim)
 
 
 def test_grid_pretrains_before_it_fine_tunes():
     config = c2l.PROFILES["demo"]
-    pretraining, downstream = c2l.grid(config)
-    assert len(pretraining) == 7 * 3 and {j.experiment for j in pretraining} == {"pretrain"}
+    jobs = c2l.grid(config)
+    pretraining = [j for j in jobs if j.phase == 0]
+    downstream = [j for j in jobs if j.phase == 1]
+    assert jobs == pretraining + downstream
+    assert len(pretraining) == 7 * 3 and {(j.experiment, j.stage) for j in pretraining} == {("pretrain", "pretrain")}
     assert len(downstream) == 3 * 3 * 2 * 3 + 5 * 3
     assert {j.init for j in downstream if j.experiment == "label_efficiency"} == {"scratch", "moco", "c2l"}
+    assert all(j.stage == j.protocol for j in downstream)
     assert c2l.imagenet_status(config).startswith("not run")
+    # the variants keep their names: method for pretraining, init/protocol/fraction downstream
+    assert pretraining[0].variant == "moco" and downstream[0].variant == "scratch/finetune/1"
+    assert {j.variant for j in downstream if j.experiment == "ablation"} == {f"{m}/probe/1" for m in config.ablation_methods}
+    # longest first: fine-tuning on all the labels, then smaller shares, then the probes
+    keys = [(j.protocol != "finetune", -j.fraction) for j in downstream]
+    assert keys == sorted(keys)
 
 
 # --- shared building blocks used by the chapter -----------------------------------------------------
@@ -250,13 +267,11 @@ def test_engine_calls_after_step_once_per_step(tmp_path):
     engine.fit(
         model,
         data,
+        run=RunContext(run_dir=tmp_path, device=torch.device("cpu"), progress=False),
         loss_fn=lambda m, b: {"loss": F.mse_loss(m(b[0]), b[1])},
         optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
         epochs=2,
         batch_size=4,
-        run_dir=tmp_path,
-        device=torch.device("cpu"),
-        progress=False,
         after_step=lambda m: calls.append(torch.is_grad_enabled()),
     )
     assert calls == [False] * 6
@@ -296,3 +311,214 @@ def test_findings_are_written_from_the_records():
     assert "at 2 of 2 shares" in text
     assert "+5.0 points ± 0.0 vs from scratch (ahead on 3/3 seeds)" in text
     assert "C2L w/o l(q~, k~) -3.0 points ± 1.0" in text
+
+
+# --- chapter 2's package: identities, runs, channels-last and several processes ---------------------
+
+
+def test_chapter_satisfies_the_contract():
+    from medlab import chapter
+
+    assert chapter.check(c2l) == []
+    assert c2l.DATASETS == ("chestxray14",) and c2l.COMPARISONS == ()
+
+
+def test_method_shows_its_equations_first_and_imports_no_scaffolding():
+    import inspect
+
+    source = inspect.getsource(c2l.method)
+    docstring = c2l.method.__doc__
+    assert all(f"Eq. ({k})" in docstring for k in range(1, 6))
+    for scaffolding in ("medlab.data", "medlab.engine", "medlab.experiment", "medlab.results", "from .config", "from .runs"):
+        assert scaffolding not in source
+
+
+def test_pretraining_identity_holds_the_pretraining_settings_only():
+    config = c2l.settings("smoke")
+    params = c2l.pretrain_identity(config, "c2l", None)
+    kept = (
+        "image_size n_unlabeled backbone width pretrain_epochs pretrain_batch_size pretrain_lr queue_size "
+        "momentum bn_splits feature_dim temperature mixup_alpha pretrain_weight_decay lr_milestones crop_scale "
+        "rotation jitter cutout_holes cutout_fraction prevalence_floor data_seed"
+    ).split()
+    assert set(params) == {*kept, "method", "terms", "data_dir"}  # the keep-list of earlier versions
+    assert params["terms"] == ["instance", "mixed", "mixed_target"]
+    assert c2l.pretrain_identity(config, "c2l_queue", None)["queue_size"] == config.ablation_queue_size
+    assert c2l.pretrain_identity(config, "c2l_momentum", None)["momentum"] == config.ablation_momentum
+    # fine-tuning, probing, grid and execution settings never repeat a pretraining
+    other = c2l.settings(
+        "smoke", finetune_lr=1.0, probe_epochs=9, n_labeled=7, label_fractions="0.5", ablation_queue_size=5,
+        seeds="4", workers=2, num_workers=2,
+    )
+    assert c2l.pretrain_identity(other, "c2l", None) == params
+    assert c2l.pretrain_identity(c2l.settings("smoke", pretrain_lr=1.0), "c2l", None) != params
+
+
+def test_downstream_identity_holds_its_stage_and_its_pretraining():
+    config = c2l.settings("smoke")
+    jobs = {(j.init, j.protocol, j.fraction): j for j in c2l.grid(config) if j.phase == 1}
+    finetune = c2l.downstream_identity(config, jobs["c2l", "finetune", 1.0], None)
+    probe = c2l.downstream_identity(config, jobs["c2l", "probe", 1.0], None)
+    scratch = c2l.downstream_identity(config, jobs["scratch", "finetune", 1.0], None)
+    assert finetune["finetune_lr"] == config.finetune_lr and "probe_lr" not in finetune
+    assert probe["probe_lr"] == config.probe_lr and "finetune_lr" not in probe
+    assert "pretrain_lr" not in finetune and "pretraining" not in scratch
+    from medlab.runtime import stable_hash
+
+    assert finetune["pretraining"] == stable_hash(c2l.pretrain_identity(config, "c2l", None), 16)
+    # a pretraining setting reaches the downstream identity through the pretraining's identity only
+    changed = c2l.settings("smoke", pretrain_lr=1.0)
+    assert c2l.downstream_identity(changed, jobs["c2l", "finetune", 1.0], None)["pretraining"] != finetune["pretraining"]
+    assert c2l.downstream_identity(changed, jobs["scratch", "finetune", 1.0], None) == scratch
+    assert c2l.downstream_identity(c2l.settings("smoke", probe_lr=1.0), jobs["c2l", "finetune", 1.0], None) == finetune
+
+
+def test_auroc_scores_count_the_images_scored():
+    labels = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [0.0, 0.0]])
+    from medlab.papers.c2l.runs import auroc_scores
+
+    scores = auroc_scores(labels, labels * 0.8 + 0.1, ["a", "b"])
+    assert scores["n_eval"] == 4.0 and scores["mean_auroc"] == pytest.approx(1.0)
+    assert scores["auroc/a"] == pytest.approx(1.0) and scores["undefined_auroc"] == 0.0
+
+
+def _same_split_batch_norms(splits: int = 2):
+    a = c2l.SplitBatchNorm2d(3, splits=splits)
+    with torch.no_grad():
+        a.weight.uniform_(0.5, 1.5)
+        a.bias.uniform_(-0.5, 0.5)
+    b = c2l.SplitBatchNorm2d(3, splits=splits)
+    b.load_state_dict(a.state_dict())
+    return a, b
+
+
+def test_split_batch_norm_keeps_a_channels_last_input_channels_last():
+    torch.manual_seed(0)
+    x = torch.randn(8, 3, 5, 4) * 2 + 1
+    plain, last = _same_split_batch_norms()
+    x_plain = x.clone().requires_grad_()
+    x_last = x.clone().contiguous(memory_format=torch.channels_last).requires_grad_()
+    out_plain, out_last = plain(x_plain), last(x_last)
+    assert out_last.is_contiguous(memory_format=torch.channels_last) and not out_last.is_contiguous()
+    assert out_plain.is_contiguous()
+    assert torch.allclose(out_last, out_plain, atol=1e-5)
+    for name in ("running_mean", "running_var"):
+        assert torch.allclose(getattr(last, name), getattr(plain, name), atol=1e-6)
+    assert int(last.num_batches_tracked) == int(plain.num_batches_tracked) == 1
+    grad = torch.randn_like(out_plain)
+    out_plain.backward(grad)
+    out_last.backward(grad)
+    assert torch.allclose(x_last.grad, x_plain.grad, atol=1e-5)
+    assert torch.allclose(last.weight.grad, plain.weight.grad, atol=1e-4)
+    assert torch.allclose(last.bias.grad, plain.bias.grad, atol=1e-4)
+    # evaluation: an ordinary batch norm, which keeps the format too
+    assert last.eval()(x_last).is_contiguous(memory_format=torch.channels_last)
+
+
+def test_a_channels_last_encoder_gives_the_contiguous_features():
+    import copy
+
+    torch.manual_seed(0)
+    model = momentum_contrast(dataclasses.replace(TINY, bn_splits=2)).train()
+    last = copy.deepcopy(model).to(memory_format=torch.channels_last)
+    x = torch.rand(4, 1, 16, 16)
+    features = model(x)
+    assert torch.allclose(last(x.contiguous(memory_format=torch.channels_last)), features, atol=1e-4)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _pretrain_in_process(rank: int, world_size: int, port: int, folder: str) -> None:
+    """One of the processes of the two-process test: pretrain through the engine, save the state."""
+    from pathlib import Path
+
+    import torch.distributed as dist
+
+    from medlab import engine
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
+    try:
+        config = dataclasses.replace(TINY, queue_size=40)
+        torch.manual_seed(0)
+        model = momentum_contrast(config)
+        images = torch.rand(32, 1, 16, 16, generator=torch.Generator().manual_seed(1))
+        optimizer = torch.optim.SGD(model.query.parameters(), lr=0.5, momentum=0.9)
+        run = RunContext(run_dir=Path(folder) / "run", device=torch.device("cpu"), seed=0, progress=False)
+        engine.fit(
+            model, torch.utils.data.TensorDataset(images), run=run, loss_fn=c2l.make_pretrain_loss("c2l", config),
+            optimizer=optimizer, epochs=1, batch_size=8, after_step=lambda m: m.momentum_update(0.5),
+        )
+        torch.save(model.state_dict(), Path(folder) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_processes_shuffle_keys_across_processes_and_keep_identical_queues(tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.spawn(_pretrain_in_process, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    states = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    start = momentum_contrast(dataclasses.replace(TINY, queue_size=40)).state_dict()
+    # 4 steps of a global batch of 8 (4 per process), 3 comparisons each, keys of both processes enqueued
+    assert int(states[0]["queue_ptr"]) == int(states[1]["queue_ptr"]) == (4 * 3 * 8) % 40
+    assert torch.equal(states[0]["queue"], states[1]["queue"])
+    assert not torch.equal(states[0]["queue"], start["queue"])
+    parameters = [name for name in start if not name.endswith(("running_mean", "running_var", "num_batches_tracked"))]
+    for name in parameters:  # both encoders: gradients averaged through DDP's forward, momentum update alike
+        assert torch.equal(states[0][name], states[1][name]), name
+    trained = [n for n in parameters if n.startswith("query.") and not torch.equal(states[0][n], start[n])]
+    assert trained and any(not torch.equal(states[0][n], start[n]) for n in parameters if n.startswith("key."))
+
+
+def test_split_batch_norm_is_a_plain_batch_norm_across_processes(monkeypatch):
+    from medlab.papers.c2l import method
+
+    torch.manual_seed(0)
+    x = torch.randn(8, 3, 4, 4)
+    split, _ = _same_split_batch_norms()
+    reference = nn.BatchNorm2d(3)
+    reference.load_state_dict(split.state_dict())
+    monkeypatch.setattr(method, "world_size", lambda: 2)
+    assert torch.allclose(split(x), reference(x), atol=1e-6)
+    assert torch.allclose(split.running_mean, reference.running_mean)
+
+
+def test_a_downstream_run_reads_the_encoder_its_pretraining_record_points_to(tmp_path, monkeypatch):
+    from medlab import experiment, results
+    from medlab.runtime import stable_hash
+
+    monkeypatch.setenv("MEDLAB_RESULTS_DIR", str(tmp_path / "results"))
+    monkeypatch.setenv("MEDLAB_RUNS_DIR", str(tmp_path / "runs"))
+    config = c2l.settings(
+        "smoke", image_size=16, width=4, n_unlabeled=32, n_labeled=24, n_val=16, n_test=24, pretrain_batch_size=16,
+        queue_size=32, probe_epochs=1, pretrain_methods="c2l", ablation_methods="c2l_no_instance",
+    )
+    probe = next(j for j in c2l.grid(config) if j.variant == "c2l/probe/1")
+    pretrain, record = experiment.run_grid(
+        c2l, config, profile="smoke", device=torch.device("cpu"), jobs=[c2l.pretrain_job("c2l", 0), probe], progress=False
+    )
+    assert record["params"]["pretraining"] == stable_hash(pretrain["params"], 16)
+    assert (results.run_folder(pretrain) / c2l.ENCODER_FILE).is_file()
+    assert record["metrics"]["n_eval"] == 24.0 and 0 <= record["metrics"]["mean_auroc"] <= 1
+    encoder = c2l.encoder_of(pretrain)
+    saved = torch.load(results.run_folder(pretrain) / c2l.ENCODER_FILE, weights_only=True)
+    assert all(torch.equal(v, saved[k]) for k, v in encoder.state_dict().items())
+    data = c2l.load_data(config)
+    fig = c2l.feature_map_figure([pretrain, record], data, device=torch.device("cpu"), max_images=20)
+    assert [ax.get_title() for ax in fig.axes[:2]] == ["from scratch", "C2L"]
+    with pytest.raises(ValueError, match="no MoCo or C2L pretraining record of seed 3"):
+        c2l.feature_map_figure([pretrain], data, device=torch.device("cpu"), seed=3)
+
+
+def test_throughput_of_the_device_step_and_of_a_plain_loop():
+    data = torch.utils.data.TensorDataset(torch.rand(8, 1, 16, 16))
+    measured = c2l.measure_pretraining_throughput(TINY, data, torch.device("cpu"), steps=1, warmup=0)
+    assert measured["device_images_per_s"] > 0 and measured["plain_images_per_s"] > 0
+    assert measured["speedup"] == pytest.approx(measured["device_images_per_s"] / measured["plain_images_per_s"])

@@ -1,5 +1,5 @@
 """Chapter 4 (cross-denoising): the losses, the selection, the pseudo-labels, the evaluation and the grid
-on tiny tensors."""
+on tiny tensors; the sync-free rewrites against the previous implementations; the chapter contract."""
 
 from __future__ import annotations
 
@@ -12,8 +12,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from medlab import metrics
+from medlab import chapter, experiment, metrics
+from medlab.engine import RunContext
 from medlab.papers import cross_denoise as cd
+from medlab.papers.cross_denoise import runs as cd_runs
 
 
 def disc_mask(size: int = 32, disc: int = 9, cup: int = 4, centre=(16, 16)) -> np.ndarray:
@@ -112,11 +114,12 @@ def test_cross_learning_loss_averages_within_then_over_classes():
     pooled = (3 * ce_background + math.log(3)) / 4
     assert cd.cross_learning_loss(logits, labels, keep, class_level=False).item() == pytest.approx(pooled.item(), rel=1e-5)
     assert cd.cross_learning_loss(logits, labels, torch.zeros_like(keep)).item() == 0.0
+    assert cd.cross_learning_loss(logits, labels, torch.zeros_like(keep), class_level=False).item() == 0.0
 
 
 def test_cross_weight_waits_for_the_warm_up():
-    config = dataclasses.replace(cd.settings("smoke"), selection_epochs=3, cross_ramp_epochs=2, cross_weight=1.0)
-    assert [cd.cross_weight(e, config) for e in range(6)] == [0.0, 0.0, 0.0, 0.5, 1.0, 1.0]
+    assert [cd.cross_weight(e, 1.0, selection_epochs=3, ramp_epochs=2) for e in range(6)] == [0.0, 0.0, 0.0, 0.5, 1.0, 1.0]
+    assert cd.cross_weight(10, 0.5, 3, 0) == 0.5
 
 
 def test_vertical_cup_to_disc_ratio_by_hand():
@@ -153,15 +156,18 @@ def tiny_batch(config, n=8, seed=0):
     masks = torch.from_numpy(np.stack([disc_mask(size, disc=size // 4, cup=size // 8)] * n))
     images = torch.rand(n, 3, size, size, generator=g)
     weights = torch.from_numpy(np.stack([cd.key_location_weights(m, 0.25) for m in masks.numpy()]))
-    return torch.arange(n), images, masks, weights, torch.rand(n, 3, size, size, generator=g), masks.clone()
+    return {
+        "index": torch.arange(n), "image": images, "noisy_mask": masks, "key_weights": weights,
+        "target_image": torch.rand(n, 3, size, size, generator=g), "target_mask": masks.clone(),
+    }
 
 
 @pytest.mark.parametrize("method", list(cd.METHODS))
 def test_training_step_runs_every_method_and_logs_the_selection(method):
     config = dataclasses.replace(cd.settings("smoke"), selection_epochs=1, cross_ramp_epochs=1, epochs=3)
     spec = cd.METHODS[method]
-    model = cd.Peers(config, 2 if spec.peers else 1, 8)
-    model.step.fill_(4)  # epoch 2 of steps_per_epoch 2: past the warm-up, cross learning on
+    model = cd.make_peers(config, method, 8)
+    model.steps_done = 4  # epoch 2 of steps_per_epoch 2: past the warm-up, cross learning on
     out = cd.training_step(model, tiny_batch(config), config, spec, forget_rate=0.5, steps_per_epoch=2)
     assert torch.isfinite(out["loss"])
     out["loss"].backward()
@@ -175,20 +181,15 @@ def test_training_step_runs_every_method_and_logs_the_selection(method):
             assert 0 <= out["pseudo_label_accuracy_a"] <= 1
 
 
-def test_coteaching_learner_only_sees_the_samples_its_peer_picked():
+def test_coteaching_learner_only_sees_the_samples_its_peer_picked(monkeypatch):
     config = dataclasses.replace(cd.settings("smoke"), selection_epochs=1, epochs=2)
-    model = cd.Peers(config, 2, 8)
-    model.step.fill_(2)
-    batch = list(tiny_batch(config))
-    images = batch[1].clone().requires_grad_(True)
-    batch[1] = images
-    # no flips, so that input gradients map to the samples
-    original = cd.flip_half
-    cd.flip_half = lambda *maps: maps
-    try:
-        out = cd.training_step(model, batch, config, cd.METHODS["coteaching"], forget_rate=0.5, steps_per_epoch=2)
-    finally:
-        cd.flip_half = original
+    model = cd.make_peers(config, "coteaching", 8)
+    model.steps_done = 2
+    batch = tiny_batch(config)
+    images = batch["image"].clone().requires_grad_(True)
+    batch["image"] = images
+    monkeypatch.setattr(cd_runs, "flip_half", lambda *maps: maps)  # no flips: input gradients map to the samples
+    out = cd.training_step(model, batch, config, cd.METHODS["coteaching"], forget_rate=0.5, steps_per_epoch=2)
     out["loss"].backward()
     touched = images.grad.flatten(1).abs().sum(1) > 0
     picked = (model.picked[:, 1] > 0).any(0)
@@ -197,13 +198,20 @@ def test_coteaching_learner_only_sees_the_samples_its_peer_picked():
 
 def test_peers_average_the_networks_and_keep_the_selection_in_the_state():
     config = cd.settings("smoke")
-    model = cd.Peers(config, 2, 5)
+    model = cd.make_peers(config, "cross_denoise", 5)
     x = torch.rand(2, 3, config.image_size, config.image_size)
     probabilities = model.eval()(x)
     assert probabilities.shape == (2, 3, config.image_size, config.image_size)
     assert torch.allclose(probabilities.sum(1), torch.ones(2, config.image_size, config.image_size), atol=1e-5)
+    model.steps_done = 7
+    model.record_selection(1, torch.tensor([4, 0]), [torch.tensor([1]), torch.tensor([0, 1])])
     state = model.state_dict()
-    assert state["picked"].shape == (2, config.epochs, 5) and "step" in state and "offered" in state
+    assert state["picked"].shape == (2, config.epochs, 5) and "offered" in state
+    restored = cd.make_peers(config, "cross_denoise", 5)
+    restored.load_state_dict(state)  # a resumed run continues the host's step count and the selection record
+    assert restored.steps_done == 7
+    assert restored.offered[1].tolist() == [1, 0, 0, 0, 1] and restored.picked[:, 1].tolist() == [[1, 0, 0, 0, 0], [1, 0, 0, 0, 1]]
+    assert len(cd.make_peers(config, "single", 5).nets) == 1
 
 
 def test_settings_validate_their_values():
@@ -222,6 +230,8 @@ def test_settings_validate_their_values():
 def test_grid_covers_the_experiments_once():
     config = cd.settings("demo")
     jobs = cd.grid(config)
+    assert all(isinstance(j, experiment.Job) and j.phase == 0 for j in jobs)
+    assert jobs[0].variant == "cross_denoise/mixed/0" and str(jobs[0].method) == "cross_denoise"
     keys = [(j.method, j.rate, j.kind, j.seed) for j in jobs]
     assert len(keys) == len(set(keys))
     rates = {j.rate for j in jobs if j.experiment == "noise_rate"}
@@ -231,6 +241,9 @@ def test_grid_covers_the_experiments_once():
     # the full method at the ablation's rate runs once, under the noise-rate sweep
     assert not [j for j in jobs if j.experiment == "ablation" and j.method == "cross_denoise"]
     assert len(jobs) == 36 + 30 + 9
+    # the longest runs first: two peers with cross learning, then two peers, then the single network
+    order = [(not cd.METHODS[j.method].cross_learning, not cd.METHODS[j.method].peers) for j in jobs]
+    assert order == sorted(order)
 
 
 def test_unknown_noise_kind_is_named():
@@ -301,14 +314,214 @@ def test_paper_profile_trains_on_the_official_layouts(tmp_path):
         cd.settings("paper"), image_size=32, widths=(4, 8, 16), epochs=2, batch_size=2, selection_epochs=1,
         cross_ramp_epochs=1, num_workers=0,
     )
+    cd.check_data(config, refuge, drishti)
     data = cd.load_data(config, refuge, drishti)
     assert data.info["kind"] == "real" and data.info["source_train"]["kind"] == "real"
     assert len(data.source_train[0]) == 5 and data.source_train[0].shape[1:] == (3, 32, 32)
-    out = cd.train(
-        config, data, method="cross_denoise", rate=0.4, kind=cd.MIXED, seed=0, device=torch.device("cpu"),
-        run_dir=tmp_path / "run", run_fingerprint="test", progress=False,
-    )
+    job = experiment.job("noise_rate", 0, method="cross_denoise", kind=cd.MIXED, rate=0.4)
+    run = RunContext(run_dir=tmp_path / "run", device=torch.device("cpu"), seed=0, fingerprint="test", progress=False)
+    out = cd.train(config, data, job, run)
     assert out.metrics["corrupted_fraction"] == pytest.approx(0.4)
     assert 0 <= out.metrics["dice/optic disc"] <= 1 and "source/vcdr_error" in out.metrics
+    assert out.metrics["n_eval"] == len(data.target_test[0]) and out.metrics["source/n_eval"] == len(data.source_test[0])
     assert (tmp_path / "run" / cd.SELECTION_FILE).exists()
     assert out.fit.history[-1]["train/cross_weight"] == 1.0
+    assert out.fit.history[0]["train/keep_ratio"] == 1.0 and out.fit.history[-1]["train/keep_ratio"] == pytest.approx(0.6)
+
+
+# ---------------------------------------------------------------------------------------------
+# The sync-free rewrites against the previous implementations (copied here as references)
+
+
+def reference_pseudo_labels(peer_logits, fraction, class_level=True):
+    """The previous Eq. (6) selection: boolean-mask indexing and torch.quantile per class."""
+    with torch.no_grad():
+        probabilities = torch.softmax(peer_logits.float(), 1)
+        confidence, labels = probabilities.max(1)
+        keep = torch.zeros_like(labels, dtype=torch.bool)
+        groups = [labels == k for k in range(probabilities.shape[1])] if class_level else [torch.ones_like(keep)]
+        for group in groups:
+            values = confidence[group]
+            if values.numel() == 0:
+                continue
+            threshold = torch.quantile(values, 1.0 - fraction) if fraction < 1 else values.min()
+            keep |= group & (confidence >= threshold)
+    return labels, keep
+
+
+def reference_cross_learning_loss(logits, labels, keep, class_level=True):
+    """The previous Eq. (6) loss: means over boolean-mask selections, ``.any()`` tests."""
+    pixel_ce = F.cross_entropy(logits.float(), labels, reduction="none")
+    if not class_level:
+        return pixel_ce[keep].mean() if keep.any() else pixel_ce.sum() * 0.0
+    per_class = [pixel_ce[keep & (labels == k)].mean() for k in range(logits.shape[1]) if (keep & (labels == k)).any()]
+    return torch.stack(per_class).mean() if per_class else pixel_ce.sum() * 0.0
+
+
+def random_logits(trial: int, generator: torch.Generator) -> torch.Tensor:
+    n, size = 1 + trial % 4, 2 + (5 * trial) % 17
+    logits = torch.randn(n, 3, size, size, generator=generator) * (0.5 + trial % 5)
+    if trial % 3 == 0:
+        logits[:, 2] -= 30  # no pixel of the cup: an empty class
+    if trial % 7 == 0:
+        logits = logits.round()  # ties in the confidences
+    return logits
+
+
+@pytest.mark.parametrize("class_level", [True, False])
+def test_pseudo_labels_equal_the_previous_implementation(class_level):
+    g = torch.Generator().manual_seed(0)
+    for trial in range(60):
+        logits = random_logits(trial, g)
+        for fraction in (0.1, 0.3, 0.5, 0.77, 1.0):
+            labels, keep = cd.class_level_pseudo_labels(logits, fraction, class_level)
+            old_labels, old_keep = reference_pseudo_labels(logits, fraction, class_level)
+            assert torch.equal(labels, old_labels) and torch.equal(keep, old_keep), (trial, fraction)
+
+
+@pytest.mark.parametrize("class_level", [True, False])
+def test_cross_learning_loss_equals_the_previous_implementation(class_level):
+    """Same values and gradients up to float round-off (the sums run in another order)."""
+    g = torch.Generator().manual_seed(1)
+    for trial in range(60):
+        labels, keep = cd.class_level_pseudo_labels(random_logits(trial, g), 0.3 + 0.1 * (trial % 7), class_level)
+        if trial % 11 == 0:
+            keep = torch.zeros_like(keep)  # nothing kept
+        logits = torch.randn(*labels.shape[:1], 3, *labels.shape[1:], generator=g).requires_grad_(True)
+        new = cd.cross_learning_loss(logits, labels, keep, class_level)
+        old = reference_cross_learning_loss(logits, labels, keep, class_level)
+        (new_grad,) = torch.autograd.grad(new, logits)
+        (old_grad,) = torch.autograd.grad(old, logits)
+        assert new.item() == pytest.approx(old.item(), rel=1e-6, abs=1e-7)
+        assert torch.allclose(new_grad, old_grad, rtol=1e-5, atol=1e-8)
+
+
+def test_masked_mean():
+    values = torch.tensor([1.0, 2.0, 6.0, float("inf")])
+    assert cd.masked_mean(values, torch.tensor([True, False, True, False])).item() == 3.5  # inf left out
+    assert cd.masked_mean(values, torch.zeros(4, dtype=torch.bool)).item() == 0.0
+
+
+class HostReads:
+    """Records the operations that make the host wait for the device: reading a value (``.item()``,
+    ``int()``, ``bool()``) and data-dependent shapes (boolean-mask indexing, ``nonzero``)."""
+
+    NAMES = {"aten::_local_scalar_dense", "aten::nonzero", "aten::masked_select", "aten::_unique2"}
+
+    def __init__(self):
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        seen = self.seen = []
+        names = self.NAMES
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                name = func._schema.name
+                if name in names:
+                    seen.append(name)
+                if name.startswith(("aten::index", "aten::_index_put")) and len(args) > 1 and isinstance(args[1], (list, tuple)):
+                    if any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in args[1]):
+                        seen.append(f"{name} with a boolean mask")
+                return func(*args, **(kwargs or {}))
+
+        self.mode = Mode()
+
+    def __enter__(self):
+        self.mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.mode.__exit__(*exc)
+
+
+def test_the_host_read_detector_catches_the_previous_implementation():
+    labels, keep = reference_pseudo_labels(torch.randn(2, 3, 4, 4), 0.5)
+    with HostReads() as reads:
+        reference_pseudo_labels(torch.randn(2, 3, 4, 4), 0.5)
+        reference_cross_learning_loss(torch.randn(2, 3, 4, 4), labels, keep)
+    assert any("boolean mask" in name for name in reads.seen) and "aten::_local_scalar_dense" in reads.seen
+
+
+@pytest.mark.parametrize("method", ["cross_denoise", "global_confidence", "coteaching"])
+def test_training_step_never_waits_for_the_device(method):
+    """Forward and backward of a step past the warm-up (every term on): no value read on the host, no
+    data-dependent shape."""
+    config = dataclasses.replace(cd.settings("smoke"), selection_epochs=1, cross_ramp_epochs=1, epochs=3)
+    model = cd.make_peers(config, method, 8)
+    model.steps_done = 4
+    with HostReads() as reads:
+        out = cd.training_step(model, tiny_batch(config), config, cd.METHODS[method], forget_rate=0.5, steps_per_epoch=2)
+        out["loss"].backward()
+    assert reads.seen == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Runs, records and the figures that reopen a run's files
+
+
+def test_chapter_contract():
+    assert chapter.check(cd) == []
+    assert cd.DATASETS == ("refuge", "drishti_gs")
+    roles = {f.name: f.metadata.get("role", "training") for f in dataclasses.fields(cd.Settings)}
+    assert {name for name, role in roles.items() if role == "grid"} == {
+        "seeds", "methods", "noise_rates", "kind_methods", "kind_rate", "ablation", "ablation_rate"
+    }
+    params = experiment.run_identity(cd.settings("smoke"), method="single", rate=0.5, kind=cd.MIXED)
+    assert "workers" not in params and "noise_rates" not in params and params["forget_rate"] is None
+
+
+@pytest.fixture(name="tiny_config")
+def _tiny_config():
+    return dataclasses.replace(cd.settings("smoke"), epochs=3, selection_epochs=1, cross_ramp_epochs=1)
+
+
+def test_run_job_writes_records_that_the_figures_read(tiny_config, tmp_path, monkeypatch):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    monkeypatch.setenv("MEDLAB_RESULTS_DIR", str(tmp_path / "results"))
+    monkeypatch.setenv("MEDLAB_RUNS_DIR", str(tmp_path / "runs"))
+    jobs = [experiment.job("noise_rate", 0, method=m, kind=cd.MIXED, rate=0.5) for m in ("single", "cross_denoise")]
+    records = [cd.run_job(j, config=tiny_config, profile="smoke", device="cpu", progress=False) for j in jobs]
+    full = records[1]
+    assert full["metrics"]["n_eval"] == tiny_config.n_target_test and "picked_corrupted" in full["metrics"]
+    assert full["params"]["method"] == "cross_denoise" and full["params"]["target_data_dir"] is None
+    assert cd.describe(jobs[1], full).startswith("noise_rate: cross_denoise, 50% mixed, seed 0: target Dice disc")
+    peers = cd.load_peers(full)
+    assert len(peers.nets) == 2 and peers.steps_done == tiny_config.epochs * 2
+    assert cd.selection_figure(full, "title") is not None
+    picks = cd.picks_by_kind(full)
+    assert "clean" in picks.index and picks.columns.tolist() == ["picked in the last epoch %"]
+    data = cd.load_data(tiny_config)
+    fig = cd.predictions_figure(records, data, rate=0.5, seed=0, methods=("single", "cross_denoise"), samples=2)
+    assert len(fig.axes) == 4 * 4
+    table = cd.pseudo_label_table(records)
+    assert table is not None and table.index.tolist() == [(cd.METHOD_LABELS["cross_denoise"], 50)]
+    with pytest.raises(ValueError, match="no record of coteaching"):
+        cd.predictions_figure(records, data, rate=0.5, seed=0, methods=("coteaching",))
+
+
+def test_a_resumed_run_ends_as_an_uninterrupted_one(tiny_config, tmp_path):
+    """The host's step count (hence the epoch, the selection size and lambda) survives a resume."""
+    data = cd.load_data(tiny_config)
+    job = experiment.job("noise_rate", 0, method="cross_denoise", kind=cd.MIXED, rate=0.5)
+
+    def run(folder):
+        return RunContext(run_dir=tmp_path / folder, device=torch.device("cpu"), seed=0, fingerprint="f", progress=False)
+
+    whole = cd.train(tiny_config, data, job, run("whole"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MEDLAB_INTERRUPT_AFTER_EPOCH", "1")
+        with pytest.raises(KeyboardInterrupt):
+            cd.train(tiny_config, data, job, run("resumed"))
+    resumed = cd.train(tiny_config, data, job, run("resumed"))
+    assert resumed.fit.resumed_from_epoch == 1
+    np.testing.assert_equal(resumed.metrics, whole.metrics)
+    assert [h["train/keep_ratio"] for h in resumed.fit.history] == [h["train/keep_ratio"] for h in whole.fit.history]
+    saved = [np.load(tmp_path / folder / cd.SELECTION_FILE) for folder in ("whole", "resumed")]
+    assert np.array_equal(saved[0]["picked"], saved[1]["picked"]) and np.array_equal(saved[0]["offered"], saved[1]["offered"])
+
+
+def test_check_data_names_a_bad_folder(tmp_path):
+    with pytest.raises(Exception, match=str(tmp_path / "missing")):
+        cd.check_data(cd.settings("smoke"), tmp_path / "missing")

@@ -1,5 +1,6 @@
 """Chapter 3 (Rubik's cube recovery): the permutation set, cutting and scrambling cubes (and undoing
-it), the losses on hand-computed values, the networks, the 3D metrics and the grid."""
+it), the losses on hand-computed values, the networks, the 3D metrics, the grid and the identity of
+its two stages, a pretraining and a fine-tuning run end to end, and the chapter contract."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from medlab import engine, metrics
+from medlab import engine, metrics, results
 from medlab.nets.volumes import UNet3d, VolumeClassifier, VolumeEncoder
 from medlab.papers import rubik
 
@@ -82,7 +83,7 @@ def test_inverting_the_proxy_labels_recovers_the_volume():
     torch.manual_seed(1)
     volumes = torch.randn(4, 2, 16, 16, 16)
     permutations = rubik.permutation_set(24)
-    proxy = rubik.make_proxy_batch(volumes, permutations, rubik.PRETRAINING["rubik"], TINY)
+    proxy = rubik.make_proxy_batch(volumes, permutations, TINY.cube_size)
     assert proxy["rotations"].any() and (proxy["classes"] > 0).any()
     restored = rubik.unscramble(proxy["cubes"], permutations[proxy["classes"]], proxy["rotations"])
     assert torch.equal(restored, rubik.cut_cubes(volumes, proxy["starts"], TINY.cube_size))
@@ -98,10 +99,12 @@ def test_inverting_the_proxy_labels_recovers_the_volume():
 def test_ablation_variants_leave_the_other_transformation_out():
     volumes = torch.randn(6, 1, 16, 16, 16)
     permutations = rubik.permutation_set(6)
-    move = rubik.make_proxy_batch(volumes, permutations, rubik.PRETRAINING["rearrangement"], TINY)
-    assert not move["rotations"].any()
-    turn = rubik.make_proxy_batch(volumes, permutations, rubik.PRETRAINING["rotation"], TINY)
+    move = rubik.puzzle(volumes, permutations, rubik.PRETRAINING["rearrangement"], TINY)
+    assert not move["rotations"].any() and (move["classes"] > 0).any()
+    turn = rubik.puzzle(volumes, permutations, rubik.PRETRAINING["rotation"], TINY)
     assert (turn["classes"] == 0).all() and turn["rotations"].any()
+    alone = rubik.make_proxy_batch(volumes, permutations, TINY.cube_size, permute=False)
+    assert (alone["classes"] == 0).all()
 
 
 def test_losses_on_hand_computed_values():
@@ -124,14 +127,19 @@ def test_proxy_losses_weight_and_skip_terms():
     cubes = torch.randn(3, 8, 1, 4, 4, 4)
     classes = torch.tensor([0, 3, 5])
     rotations = torch.rand(3, 8, 2) < 0.5
-    config = dataclasses.replace(TINY, permutation_weight=2.0, rotation_weight=0.5)
     model.eval()
-    both = rubik.proxy_losses(model, cubes, classes, rotations, rubik.PRETRAINING["rubik"], config)
+    weights = {"permutation_weight": 2.0, "rotation_weight": 0.5}
+    both = rubik.proxy_losses(model, cubes, classes, rotations, **weights)
     assert both["loss"].item() == pytest.approx(2.0 * both["permutation_loss"].item() + 0.5 * both["rotation_loss"].item(), rel=1e-5)
-    only_turns = rubik.proxy_losses(model, cubes, classes, rotations, rubik.PRETRAINING["rotation"], config)
+    only_turns = rubik.proxy_losses(model, cubes, classes, rotations, **weights, permute=False)
     assert "permutation_loss" not in only_turns and only_turns["loss"].item() == pytest.approx(0.5 * both["rotation_loss"].item(), rel=1e-5)
-    only_moves = rubik.proxy_losses(model, cubes, classes, rotations, rubik.PRETRAINING["rearrangement"], config)
+    only_moves = rubik.proxy_losses(model, cubes, classes, rotations, **weights, rotate=False)
     assert "rotation_loss" not in only_moves
+    # the chapter's wiring passes its settings' weights and the variant's terms
+    config = dataclasses.replace(TINY, permutation_weight=2.0, rotation_weight=0.5)
+    proxy = {"cubes": cubes, "classes": classes, "rotations": rotations}
+    wired = rubik.puzzle_losses(model, proxy, rubik.PRETRAINING["rotation"], config)
+    assert wired["loss"].item() == pytest.approx(only_turns["loss"].item(), rel=1e-6)
 
 
 def test_siamese_octad_shares_one_branch_and_sees_the_order():
@@ -210,12 +218,20 @@ def test_settings_reject_bad_values():
         rubik.settings("smoke", tasks=("detection",))
     with pytest.raises(ValueError, match=r"label counts \[99\]"):
         rubik.settings("smoke", label_counts=(8, 99))
+    with pytest.raises(ValueError, match=r"epochs must be >= 1, got \{'finetune_epochs': 0\}"):
+        rubik.settings("smoke", finetune_epochs=0)
 
 
 def test_grid_pretrains_before_it_fine_tunes_and_pairs_initialisations():
     config = rubik.settings("demo")
-    pretraining, downstream = rubik.grid(config)
-    assert {(j.task, j.init) for j in pretraining} == {
+    jobs = rubik.grid(config)
+    pretraining = [j for j in jobs if j.phase == 0]
+    downstream = [j for j in jobs if j.phase == 1]
+    assert jobs == pretraining + downstream and len(jobs) == len(set(jobs))
+    assert {j.stage for j in pretraining} == {"pretrain"} and {j.stage for j in downstream} == {"finetune"}
+    assert {j.variant for j in pretraining} >= {"classification/rubik", "segmentation/rotation"}
+    assert jobs[0].task == "segmentation"  # the longest runs first
+    assert {(j.task, j.method) for j in pretraining} == {
         ("classification", "rubik"), ("segmentation", "rubik"), ("segmentation", "rearrangement"),
         ("segmentation", "rotation"),
     }
@@ -245,3 +261,110 @@ def test_findings_are_written_from_the_records():
     assert "classification, 16 labeled volumes**: Rubik's cube minus scratch, macro F1 +5.0 points ± 0.0 (ahead on 3/3 seeds)" in text
     assert "mean HD95 +1.0 voxels ± 0.0" in text
     assert "rotation only -5.0 points ± 2.0" in text
+
+
+def _job(jobs, **choices):
+    return next(j for j in jobs if all(getattr(j, k, None) == v for k, v in choices.items()))
+
+
+def test_each_stage_is_identified_by_its_own_settings_and_fine_tuning_by_its_pretraining():
+    config = rubik.settings("smoke")
+    jobs = rubik.grid(config)
+    pre = _job(jobs, experiment="pretrain", task="segmentation", method="rubik")
+    tuned = _job(jobs, experiment="label_efficiency", task="segmentation", init="rubik")
+    scratch = _job(jobs, experiment="label_efficiency", task="segmentation", init="scratch")
+    p, f = rubik.identity(config, pre), rubik.identity(config, tuned)
+    assert p["method"] == "rubik" and p["cube_size"] == config.cube_size and p["volume_size"] == config.volume_size
+    assert not {"finetune_lr", "n_labeled", "labels", "init", "seeds", "tasks", "workers", "num_workers"} & set(p)
+    assert f["labels"] == tuned.labels and "pretraining" in f
+    assert not {"cube_size", "pretrain_lr", "hidden", "method", "seeds", "label_counts"} & set(f)
+    assert "pretraining" not in rubik.identity(config, scratch)
+    # fine-tuning and execution settings leave the pretraining alone
+    other = rubik.settings("smoke", finetune_lr=1e-2, num_workers=2, workers=3)
+    assert rubik.identity(other, pre) == p and rubik.identity(other, tuned) != f
+    # a pretraining setting reaches the fine-tuning through the pretraining's fingerprint only
+    longer = rubik.settings("smoke", pretrain_epochs=2)
+    assert rubik.identity(longer, pre) != p
+    changed = rubik.identity(longer, tuned)
+    assert changed["pretraining"] != f["pretraining"]
+    assert {k: v for k, v in changed.items() if k != "pretraining"} == {k: v for k, v in f.items() if k != "pretraining"}
+    assert rubik.identity(longer, scratch) == rubik.identity(config, scratch)
+    # a data folder identifies segmentation runs only (classification has no real data)
+    assert rubik.identity(config, pre, "/data/brats")["data_dir"] == "/data/brats"
+    assert rubik.identity(config, _job(jobs, experiment="pretrain", task="classification"), "/data/brats")["data_dir"] is None
+
+
+def test_fine_tuning_finds_its_encoder_in_the_pretraining_run_folder():
+    from medlab.experiment import run_dir_for
+
+    config = rubik.settings("smoke")
+    jobs = rubik.grid(config)
+    tuned = _job(jobs, experiment="ablation", init="rotation")
+    source = rubik.pretraining_job(tuned)
+    assert (source.experiment, source.task, source.method, source.seed, source.stage) == (
+        "pretrain", tuned.task, "rotation", tuned.seed, "pretrain"
+    )
+    assert source in jobs
+    expected = run_dir_for("smoke", "rubik", source, rubik.identity(config, source)) / rubik.ENCODER_FILE
+    assert rubik.encoder_file(config, tuned, "smoke") == expected
+    with pytest.raises(ValueError, match="not from a pretrained encoder"):
+        rubik.pretraining_job(_job(jobs, init="scratch"))
+
+
+def test_pretraining_then_fine_tuning_end_to_end(tmp_path, monkeypatch):
+    from medlab import experiment
+
+    monkeypatch.setenv("MEDLAB_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("MEDLAB_RESULTS_DIR", str(tmp_path / "results"))
+    config = rubik.settings(
+        "smoke", volume_size=16, cube_size=4, widths=(2, 4), hidden=8, num_permutations=6, n_unlabeled=8,
+        n_labeled=8, n_val=4, n_test=4, proxy_val_volumes=4, pretrain_batch_size=4, label_counts=(4,),
+        ablation_labels=4, finetune_epoch_samples=4, tasks=("segmentation",), ablation_tasks=(),
+    )
+    jobs = rubik.grid(config)
+    assert [j.experiment for j in jobs] == ["pretrain", "label_efficiency", "label_efficiency"]
+    records = experiment.run_grid(rubik, config, profile="smoke", device="cpu", progress=False)
+    pre, scratch, tuned = records
+    assert pre["metrics"]["n_eval"] == 4 and 0 <= pre["metrics"]["val_rotation_accuracy"] <= 1
+    folder = results.run_folder(pre)
+    assert (folder / rubik.ENCODER_FILE).is_file() and (folder / pre["artifacts"]["proxy_model"]).is_file()
+    assert folder == rubik.encoder_file(config, jobs[2], "smoke").parent
+    # the fine-tuning run's identity holds the fingerprint its pretraining trained under
+    assert tuned["params"]["pretraining"] == engine.load_checkpoint(folder / engine.CHECKPOINT)["fingerprint"]
+    assert tuned["metrics"]["n_eval"] == 4 and tuned["metrics"]["labeled_volumes"] == 4
+    assert {"dice/whole tumour", "mean_dice", "mean_hd95"} <= set(scratch["metrics"])
+    assert "network's prediction" in rubik.puzzle_figure(rubik.load_data(config, "segmentation").val[0][0], config, pre).axes[-2].get_title()
+    # a fine-tuning run whose pretraining never ran says so
+    missing = experiment.job("ablation", 0, phase=1, stage="finetune", task="segmentation", init="rotation", labels=4)
+    with pytest.raises(FileNotFoundError, match="no pretrained encoder at .*pretrain__segmentation-rotation"):
+        experiment.run_grid(rubik, config, profile="smoke", device="cpu", jobs=[missing], progress=False)
+    text = rubik.describe(jobs[0], pre)
+    assert text.startswith("pretrain segmentation/rubik seed 0: held-out permutation accuracy")
+    assert rubik.describe(jobs[2], tuned).startswith("label_efficiency: segmentation rubik on 4 labeled volumes, seed 0: mean Dice")
+
+
+def test_check_data_fails_before_training_on_a_bad_brats_folder(tmp_path):
+    config = rubik.settings("smoke")
+    assert rubik.check_data(config, None) is None
+    with pytest.raises(FileNotFoundError, match="missing"):
+        rubik.check_data(config, tmp_path / "missing")
+    rubik.check_data(rubik.settings("smoke", tasks=("classification",), ablation_tasks=()), tmp_path / "missing")
+
+
+def test_throughput_measures_both_pipelines():
+    from torch.utils.data import TensorDataset
+
+    volumes = torch.randn(8, 1, 16, 16, 16)
+    data = rubik.TaskData("classification", TensorDataset(volumes), *(TensorDataset(volumes),) * 3, ("a",), 1, {"unlabeled": {}})
+    config = dataclasses.replace(TINY, pretrain_batch_size=4)
+    measured = rubik.measure_pretraining_throughput(config, data, torch.device("cpu"), steps=1, warmup=0)
+    assert measured["device_voxels_per_s"] > 0 and measured["plain_voxels_per_s"] > 0
+    assert measured["speedup"] == pytest.approx(measured["device_voxels_per_s"] / measured["plain_voxels_per_s"])
+
+
+def test_the_chapter_satisfies_the_contract():
+    from medlab import chapter
+
+    assert chapter.check(rubik) == []
+    assert rubik.DATASETS == ("head_ct", "brats") and rubik.SLUG == "rubik" and rubik.COMPARISONS == ()
+    assert {spec.filter["params.task"] for spec in rubik.TABLES} == {"classification", "segmentation"}
