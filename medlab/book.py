@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from medlab import notebooks, results
+from medlab import notebooks, report, results
 from medlab.chapter import TableSpec
 from medlab.chapter import load as load_chapter
 from medlab.runtime import project_root
@@ -114,6 +114,15 @@ def benchmarks_page(root: Path | None = None) -> str:
             if frame.empty:
                 lines += [f"**{profile} profile**: no records yet.", ""]
                 continue
+            verdicts = report.load_comparisons(slug, profile, root=results_dir)
+            if verdicts:
+                lines += [
+                    f"**{profile} profile: the chapter's comparisons** (paired by seed, 95% t-intervals; "
+                    "`comparisons.json`).",
+                    "",
+                    results.markdown_table(report.verdicts_table(verdicts)),
+                    "",
+                ]
             for spec in chapter.TABLES:
                 lines += table_section(frame, spec, profile)
     return "\n".join(lines)

@@ -308,3 +308,12 @@ def differences_figure(specs: Any, frame: pd.DataFrame, labels: Mapping[Any, str
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def chapter_verdicts(chapter: Any, frame: pd.DataFrame, profile: str, root: Any = None) -> list[dict[str, Any]]:
+    """Evaluate a chapter's declared ``COMPARISONS`` on ``frame`` and write them to
+    ``results/<profile>/<slug>/comparisons.json`` (what "What the runs show" and the benchmarks page
+    are generated from); returns the verdicts."""
+    verdicts = evaluate_all(chapter.COMPARISONS, frame)
+    write_comparisons(chapter.SLUG, profile, verdicts, root)
+    return verdicts
