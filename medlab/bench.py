@@ -89,7 +89,9 @@ def run(chapters: Sequence[str] | None, profiles: Sequence[str]) -> list[dict[st
                 flush=True,
             )
             for name, values in measured["throughput"].items():
-                unit = "voxels" if "device_voxels_per_s" in values else "images"  # 3D chapters count voxels
+                # the unit a chapter counts: images, voxels, pixels, volumes, slices ... (device_<unit>_per_s)
+                units = [k[len("device_"):-len("_per_s")] for k in values if k.startswith("device_") and k.endswith("_per_s")]
+                unit = units[0] if units else "images"
                 print(
                     f"  {name}: {values.get(f'device_{unit}_per_s', float('nan')):,.0f} {unit}/s "
                     f"(plain fp32 loop: {values.get(f'plain_{unit}_per_s', float('nan')):,.0f}; "
