@@ -179,3 +179,21 @@ register(
     real="medlab.data.formats.drishti_gs:DrishtiGS",
     synthetic="medlab.data.synth.fundus:drishti_gs_lookalike",
 )
+register(
+    "kits19",
+    "KiTS19 contrast-enhanced CT, 2D crops around the kidney holding a tumour, tumour masks; synthetic kidney-tumour CT without data_dir",
+    real="medlab.data.formats.kits19:KiTS19",
+    synthetic="medlab.data.synth.kidney_ct:kits19_lookalike",
+)
+register(
+    "acdc",
+    "ACDC short-axis cine MR (ED and ES frames), 2D crops around the left ventricle, myocardium masks; synthetic cine-MR slices without data_dir",
+    real="medlab.data.formats.acdc:ACDC",
+    synthetic="medlab.data.synth.cardiac_mr:acdc_lookalike",
+)
+register(
+    "inbreast",
+    "INbreast full-field digital mammograms, 2D crops centred on each mass, masks from the outlines; synthetic mass crops without data_dir",
+    real="medlab.data.formats.inbreast:INbreast",
+    synthetic="medlab.data.synth.mammograms:inbreast_lookalike",
+)
