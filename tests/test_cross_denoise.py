@@ -525,3 +525,13 @@ def test_a_resumed_run_ends_as_an_uninterrupted_one(tiny_config, tmp_path):
 def test_check_data_names_a_bad_folder(tmp_path):
     with pytest.raises(Exception, match=str(tmp_path / "missing")):
         cd.check_data(cd.settings("smoke"), tmp_path / "missing")
+
+
+def test_flip_half_flips_masks_with_their_images():
+    """The pseudo-label accuracy compares predictions on flipped target images with masks flipped alike."""
+    torch.manual_seed(0)
+    images = torch.rand(16, 3, 8, 8)
+    masks = (images[:, 0] > 0.5).long()
+    flipped_images, flipped_masks = cd_runs.flip_half(images, masks)
+    assert torch.equal(flipped_masks, (flipped_images[:, 0] > 0.5).long())
+    assert not torch.equal(flipped_images, images)  # some were flipped

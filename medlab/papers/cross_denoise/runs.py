@@ -206,9 +206,9 @@ def training_step(
     model.record_selection(epoch, batch["index"], chosen)
 
     lam = cross_weight(epoch, config.cross_weight, config.selection_epochs, config.cross_ramp_epochs) if method.cross_learning else 0.0
-    target_logits = [None, None]
-    if lam > 0:
-        target_images = flip_half(batch["target_image"])[0]
+    target_logits, target_masks = [None, None], None
+    if lam > 0:  # the masks follow their images' flips (they only score the pseudo-labels)
+        target_images, target_masks = flip_half(batch["target_image"], batch["target_mask"])
         target_logits = [net(target_images) for net in model.nets]
     # the peer's verdicts count only after the warm-up: before, it rejects what it has not learned yet
     confidence = config.disagreement_confidence if epoch >= config.selection_epochs else 1.0
@@ -226,7 +226,7 @@ def training_step(
             labels, keep = parts["pseudo_labels"], parts["kept"]
             out[f"cross_{name}"] = parts["cross"].detach()
             with torch.no_grad():
-                correct = (labels == batch["target_mask"]) & keep
+                correct = (labels == target_masks) & keep
                 out[f"pseudo_label_accuracy_{name}"] = correct.sum() / keep.sum().clamp_min(1)
                 cup = keep & (labels == 2)
                 out[f"pseudo_cup_accuracy_{name}"] = (correct & cup).sum() / cup.sum().clamp_min(1)
