@@ -39,8 +39,10 @@
 # in the deviation ledger at the end. No number of the paper could be verified, so none is quoted.
 # ```
 #
-# **Results.** The section *What the runs show* sums up, from the runs' records, whether the method beat
-# a single network and Co-teaching on the synthetic demo data.
+# **Results.** *What the runs show* states, from the runs' records and under the book's evidence standard
+# (paired differences over seeds with 95% intervals; words only where the interval allows them), whether
+# the peers' sample selection and the full method beat a single network on synthetic data whose
+# training masks are systematically under-drawn, and what the method's cross learning does to the optic cup.
 
 # %% tags=["remove-cell"]
 # Colab (or any Python without medlab): install the book's package first. MEDLAB_PACKAGE overrides
@@ -56,7 +58,8 @@ if importlib.util.find_spec("medlab") is None:
 
 # %% [markdown]
 # **Resource card.** Measured by `medlab bench` on this book's machines (the table is generated from
-# the benchmark records shipped with the package, `medlab/resources/bench/cross_denoise/`):
+# the benchmark records shipped with the package, `medlab/resources/bench/cross_denoise/`; a design
+# changed since the last measurement shows its new estimate in the deviation ledger until the next one):
 
 # %%
 from medlab.results import resource_card
@@ -81,14 +84,14 @@ target_data_dir = None  # Drishti-GS1 (the target domain); None = synthetic targ
 device = None  # None = automatic (cuda > mps > cpu); or "cpu", "cuda", "mps"
 seeds = None  # e.g. [0, 1, 2] or "0,1,2"; None = the profile's
 epochs = None  # None = the profile's
-noise_rates = None  # shares of corrupted training masks, e.g. "0,0.5"; None = the profile's
+noise_rates = None  # shares of corrupted masks along the noise-rate axis, e.g. "0.25,0.5"; None = the profile's
 overrides = {}  # any other setting, e.g. {"confident_fraction": 0.3}
 
 # %%
 import pandas as pd
 from IPython.display import Markdown, display
 
-from medlab import experiment, plots, results
+from medlab import experiment, plots, report, results
 from medlab.papers import cross_denoise as cd
 
 run = experiment.setup(
@@ -133,6 +136,12 @@ run.settings_table()
 # **Eq. (7)**: each network minimises Eq. (5) on the samples its peer selected plus $\lambda(t)$ times
 # Eq. (6), with $\lambda$ rising from 0 after the warm-up. The prediction is the mean of the two
 # networks' probabilities.
+#
+# **Two additions of this chapter.** A *control* for Eq. (2): two networks that each drop the same share of
+# every batch, but at random instead of by the loss (`random_drop`); whatever peer selection gains over it is
+# the selection's, not the second network's or the smaller batches'. And a *variant* of Eq. (6) that is not
+# the paper's reading, labelled as such (`agreement`): pseudo-labels only where both networks predict the
+# same class, each with a probability of at least $0.9$, instead of a fixed share of each class.
 
 # %% [markdown]
 # ## Data
@@ -160,7 +169,11 @@ fig = cd.noise_examples_figure(data, strength=config.noise_strength)
 
 # %% [markdown]
 # How much each kind damages a mask: Dice of the corrupted against the clean mask, over every source
-# training image (%):
+# training image (%). The demo's main comparisons use one kind, `main_kind` in the settings above:
+# *erosion*, a systematic under-segmentation (an annotator who leaves out the faint margin of the disc and
+# the cup), on `main_rate` of the training masks. Errors that all go one way bias what a network learns;
+# errors that go both ways (the five kinds mixed) average out, and a single network trained on them was
+# barely hurt in the development runs (deviation ledger).
 
 # %%
 cd.noise_damage_table(data, strength=config.noise_strength)
@@ -199,128 +212,169 @@ fig = cd.key_weights_figure(data, config.boundary_band)
 # %% [markdown]
 # ## Training
 #
-# The grid: every method at every noise rate (mixed kinds), the single network and the full method on
-# each kind of noise alone, and the ablation, over the profile's seeds. At one seed every method trains
-# on the same corrupted masks. No epoch is chosen: the target domain has no labels to choose with, so
-# each run is scored after its last epoch. The target Dice after every epoch is logged for the curves
-# below only. On a CPU the runs go to parallel worker processes. Each run writes its results record under
-# `results/<profile>/cross_denoise/` as it finishes and checkpoints every epoch under `runs/`: rerunning
-# the cell after an interruption resumes where it stopped.
+# The grid has four experiments (`cd.grid`):
+#
+# * **main**: every method of `methods` at the main corruption (`main_rate` of the masks eroded), over all
+#   the profile's seeds: the single network, peer selection (Co-teaching), its random-drop control, peer
+#   selection with the noise-tolerant loss, the full method and the agreement variant. The chapter's
+#   comparisons are paired by seed on these runs; at one seed every method trains on the same corrupted
+#   masks.
+# * **clean**: `clean_methods` on clean masks, to see what each component costs when there is nothing to
+#   denoise.
+# * **noise_rate**: `rate_methods` at the other shares of eroded masks (`noise_rates`, over `axis_seeds`).
+# * **noise_kind**: each kind of corruption alone; in the demo this experiment is empty (`kind_methods`):
+#   the book's demo budget goes to seeds, so the kinds moved to the paper profile.
+#
+# The demo's test sets are 256 source and 256 target images. No epoch is chosen: the target domain has no
+# labels to choose with, so each run is scored after its last epoch; the target Dice after every epoch
+# (on the first 64 target test images) is logged for the curves only. On a CPU the runs go to parallel
+# worker processes. Each run writes its results record under `results/<profile>/cross_denoise/` as it
+# finishes and checkpoints every epoch under `runs/`: rerunning the cell after an interruption resumes
+# where it stopped.
 
 # %%
 records = experiment.run_grid(
     cd, config, profile=profile, device=device, data_dir=data_dir, target_data_dir=target_data_dir
 )
-frame = results.to_frame(records)
-frame["method"] = frame["params.method"].map(cd.METHOD_LABELS)
-frame["rate %"] = (frame["params.rate"] * 100).round().astype(int)
-frame["kind"] = frame["params.kind"]
+frame = cd.results_frame(records)
 
 # %% [markdown]
 # ## Evaluation
 #
-# **Noise rate.** Target-domain scores against the clean masks, per method and share of corrupted
-# training masks (mixed kinds): Dice in %, HD95 (MONAI) in pixels of the crop, and the absolute error of
-# the vertical cup-to-disc ratio (vCDR), the number a clinician reads. Mean ± std over seeds.
+# **At the main corruption.** Target-domain scores against the clean masks, per method: the mean of
+# the disc and cup Dice (the chapter's primary measure) and each Dice in %, HD95 (MONAI) in pixels of the
+# crop, and the absolute error of the vertical cup-to-disc ratio (vCDR), the number a clinician reads.
+# Mean ± std over seeds.
 
 # %%
-mixed = frame[(frame["params.kind"] == cd.MIXED) & frame["params.method"].isin(config.methods)]
-cd.metrics_table(mixed, ("method", "rate %"))
-
-# %%
-fig = cd.noise_rate_figure(frame)
+main = frame[frame["experiment"] == "main"]
+cd.metrics_table(main, ("method",))
 
 # %% [markdown]
-# **Domain shift.** The same networks on the source domain's test images (clean masks): the gap to the
-# target columns above is what the change of camera costs.
+# **Domain shift.** The same networks on the source domain's test images (clean masks): the noise
+# problem without the change of camera. The gap to the target table above is what the camera costs.
 
 # %%
-source_names = {f"source/{k}": v for k, v in cd.METRIC_NAMES.items()}
-results.summarize(mixed, list(source_names), by=("method", "rate %"), percent=[f"source/{k}" for k in cd.PERCENT], names=source_names)
+cd.source_table(main, ("method",))
 
 # %% [markdown]
-# Predictions at the ablation's noise rate, seed 0. Top: corrupted source training masks (what the
-# networks were told); bottom: target test images with each method's prediction (disc green, cup cyan).
+# **Clean masks.** The methods of `clean_methods` trained on clean masks: what each component costs when
+# there is nothing to denoise.
 
 # %%
-fig = cd.predictions_figure(records, data, rate=config.ablation_rate, seed=config.seeds[0], methods=config.methods)
+clean = frame[frame["experiment"] == "clean"]
+if not clean.empty:
+    display(cd.metrics_table(clean, ("method",)))
 
 # %% [markdown]
-# The target Dice after every epoch at the highest noise rate (mean ± std over seeds). A single network
-# that memorises the corrupted masks rises, then falls back as training goes on.
+# **Noise rate.** The primary measure and each Dice against the share of eroded training masks, mean over
+# seeds with 95% t-intervals (the axis's own cells use `axis_seeds`; the clean and main cells all seeds).
 
 # %%
-fig = cd.curves_figure(records, max(config.noise_rates))
+fig = cd.noise_axis_figure(frame, config.main_kind, [m for m in cd.METHOD_LABELS if m in config.rate_methods])
+
+# %% [markdown]
+# Predictions at the main corruption, seed 0. Top: eroded source training masks (what the networks were
+# told); bottom: target test images with each method's prediction (disc green, cup cyan).
+
+# %%
+shown = [m for m in ("single", "coteaching", "cross_denoise", "agreement") if m in config.methods]
+fig = cd.predictions_figure(records, data, kind=config.main_kind, rate=config.main_rate, seed=config.seeds[0], methods=shown)
+
+# %% [markdown]
+# The target Dice after every epoch at the main corruption (mean ± std over seeds, first 64 target test
+# images). A single network that memorises the corrupted masks rises, then falls back as training goes on.
+
+# %%
+fig = cd.curves_figure(records, config.main_rate, config.main_kind)
 
 # %% [markdown]
 # ## Which samples the peers selected
 #
-# Each peer's picks for the other, against which masks were actually corrupted (the full method at the
-# ablation's rate, seed 0). Left: the share of corrupted masks among a peer's picks per epoch; the dashed
+# Each peer's picks for the other, against which masks were actually corrupted (peer selection at the
+# main corruption, seed 0). Left: the share of corrupted masks among a peer's picks per epoch; the dashed
 # line is their share in the batches, what random picking would give. Right: how often each sample was
-# picked per epoch (rows: the clean samples, then the corrupted ones grouped by kind).
+# picked per epoch (rows: the clean samples, then the corrupted ones).
 
 # %%
-selection_run = results.select(records, method="cross_denoise", rate=config.ablation_rate, kind=cd.MIXED, seed=config.seeds[0])
-if config.ablation_rate > 0 and selection_run:
-    fig = cd.selection_figure(
-        selection_run[0], f"cross-denoising, {config.ablation_rate:.0%} corrupted, seed {config.seeds[0]}"
-    )
+selection_run = results.select(records, method="coteaching", rate=config.main_rate, kind=config.main_kind, seed=config.seeds[0])
+if config.main_rate > 0 and selection_run:
+    fig = cd.selection_figure(selection_run[0], f"peer selection, {config.main_rate:.0%} {config.main_kind}, seed {config.seeds[0]}")
 
 # %% [markdown]
-# After the warm-up, the share of corrupted masks among the picks, per method and noise rate (%; random
-# picking would give the rate itself), and which kinds of corruption slipped through: the share of each
-# kind's masks the peers still picked in the last epoch.
+# After the warm-up, the share of corrupted masks among the picks, per method (%; random picking gives
+# the rate itself, as the random-drop control shows):
 
 # %%
-picks = frame[frame["params.kind"] == cd.MIXED]
-picks = picks[picks["metrics.picked_corrupted"].notna()] if "metrics.picked_corrupted" in picks else picks.iloc[:0]
+picks = main[main["metrics.picked_corrupted"].notna()] if "metrics.picked_corrupted" in main else main.iloc[:0]
 if not picks.empty:
-    display(results.summarize(picks, ["picked_corrupted"], by=("method", "rate %"), percent=["picked_corrupted"],
+    display(results.summarize(picks, ["picked_corrupted"], by=("method",), percent=["picked_corrupted"],
                               names={"picked_corrupted": "corrupted share of the picks %"}))
-    if config.ablation_rate > 0 and selection_run:
-        display(cd.picks_by_kind(selection_run[0]))
 
 # %% [markdown]
-# **Noise kind.** Each kind of corruption alone, half of the training masks corrupted:
+# **Noise kind.** Each kind of corruption alone (the paper profile; the demo's budget went to seeds):
 
 # %%
-kinds = frame[frame["params.rate"] == config.kind_rate]
-kinds = kinds[kinds["params.method"].isin(config.kind_methods) & (kinds["experiment"].isin(["noise_kind", "noise_rate"]))]
-cd.metrics_table(kinds, ("kind", "method"))
+kinds = frame[frame["experiment"].isin(["noise_kind", "noise_rate", "main"]) & (frame["params.rate"] == config.kind_rate)]
+kinds = kinds[kinds["params.method"].isin(config.kind_methods)]
+if config.kind_methods and not kinds.empty:
+    display(cd.metrics_table(kinds, ("kind", "method")))
+else:
+    print("no noise-kind runs at this profile (kind_methods is empty): see the paper profile")
 
 # %% [markdown]
 # ## Ablation
 #
-# The full method with one component removed at a time, at the ablation's rate (mixed kinds); the single
-# network and Co-teaching for reference.
+# The two-network methods at the main corruption, built up one component at a time: the random-drop
+# control, peer selection, peer selection with the noise-tolerant loss, and with cross learning (the full
+# method), and the agreement variant of cross learning; in the paper profile also the full method without
+# each component (the demo's budget went to seeds). Target mean Dice, each Dice, and the source cup Dice
+# (mean ± std over seeds, %); the comparisons of *What the runs show* give their paired intervals.
 
 # %%
-ablation = frame[(frame["params.rate"] == config.ablation_rate) & (frame["params.kind"] == cd.MIXED)]
-cd.metrics_table(ablation, ("method",))
+ablation = main[main["params.method"].map(lambda m: cd.METHODS[m].peers)]
+columns = {"mean_dice": "target mean Dice %", "dice/optic disc": "target disc %", "dice/optic cup": "target cup %",
+           "source/dice/optic cup": "source cup %"}
+results.summarize(ablation, list(columns), by=("method",), percent=list(columns), names=columns)
 
 # %% [markdown]
-# How good the cross-learning pseudo-labels were: the share of the kept target pixels whose pseudo-label
-# matches the (never used) target mask, averaged over the last epoch of each run with cross learning, all
-# pixels and cup pixels only (%).
+# **What cross learning does to the cup.** Eq. (6) as read here keeps a fixed share (`confident_fraction`)
+# of the pixels each peer assigns to each class, however unsure the peer is. If, when cross learning
+# starts, the peers' cup on the new camera is still poor, part of the "most confident" cup pixels are not
+# cup; the class-level averaging gives them a third of the cross-learning loss, and each peer learns its
+# partner's errors, confidently. The agreement variant keeps only pixels both peers are sure of. Below, the
+# pseudo-labels the trained peers would hand each other on the target training images (their masks are
+# read here only, to measure; for methods without cross learning, what Eq. (6) would keep), and, per epoch
+# of training, the share of the kept cup pseudo-labels that were cup (%). A run whose peers keep no cup pixel at all (the agreement variant can) has no cup precision: such runs are left out of the table, whose `n` counts the others.
 
 # %%
-pseudo = cd.pseudo_label_table(records)
+pseudo = cd.pseudo_label_table(frame[frame["experiment"].isin(["main", "clean"])])
 if pseudo is not None:
     display(pseudo)
 
+# %%
+cd.pseudo_history(records, config.main_rate, config.main_kind, config.methods).iloc[config.selection_epochs:].T
+
 # %% [markdown]
-# Reading the ablation with this table: cross learning can only help when the pseudo-labels it keeps are
-# mostly right. The class-level weighting gives the cup a third of the loss, so wrong cup pseudo-labels
-# weigh as much as right background ones, and each peer passes its errors on to the other.
-#
 # ## What the runs show
 #
-# Written from the results records of this execution, paired by seed (with three seeds a paired t-test
-# has little power; read the p-values as a guide, not a verdict):
+# Generated from the records of this execution under the book's evidence standard (`medlab.report`): each
+# comparison is the paired difference over seeds (the same corrupted masks for both methods at each seed)
+# with its 95% t-interval, on the mean of the disc and cup Dice on the target test images unless it says
+# otherwise. A comparison is *void* when its baseline has not learned (below halfway from an empty mask's
+# Dice, 0, to 1) or is saturated, and the main one also when its interval is wider than ±3 points. Words
+# of direction only where the interval excludes zero. The verdicts are written to
+# `results/<profile>/cross_denoise/comparisons.json`, which the benchmarks page reads.
 
 # %%
-display(Markdown(cd.findings(frame)))
+verdicts = report.chapter_verdicts(cd, frame, profile)
+report.verdicts_table(verdicts)
+
+# %%
+display(Markdown(cd.findings(frame, verdicts)))
+
+# %%
+fig = report.differences_figure(cd.COMPARISONS, frame, cd.METHOD_LABELS)
 
 # %% [markdown]
 # ## Performance
@@ -337,31 +391,44 @@ throughput = cd.record_throughput(config, data, profile=profile, device=device, 
 pd.Series(throughput["metrics"]).map(lambda v: f"{v:,.2f}").to_frame(f"{device} ({run.environment['device'].get('name')})")
 
 # %% [markdown]
-# **Try it.** `medlab run cross_denoise -p epochs 60`, `-p overrides '{"forget_rate": 0.3}'` (Co-teaching
-# without knowing the true noise rate), `-p overrides '{"boundary_band": 0.1}'`, or
-# `--profile paper -p data_dir /path/to/REFUGE -p target_data_dir /path/to/Drishti-GS1_files` on a GPU.
+# **Try it.** `medlab run cross_denoise -p epochs 60`, `-p overrides '{"main_rate": 0.5}'` (half of the masks
+# eroded: a single network then follows the clean or the eroded masks depending on its seed),
+# `-p overrides '{"forget_rate": 0.5}'` (peer selection without knowing the true noise rate),
+# `-p overrides '{"main_kind": "mixed"}'`, or `--profile paper -p data_dir /path/to/REFUGE -p target_data_dir
+# /path/to/Drishti-GS1_files` on a GPU.
 #
 # ## Reproduction notes
 #
 # **The paper's numbers.** Not quoted: the full text could not be read for this book, and no number from
 # it could be verified. The `paper` profile runs the chapter's grid with REFUGE's training images as the
-# source domain and Drishti-GS as the target, on 256-pixel disc crops; its records appear on the
-# benchmarks page when they exist. The demo runs on synthetic fundus crops at a teaching scale (64
-# pixels, 128 training images, minutes on a CPU): it shows the method end to end and what it does at
-# that scale, not whether the paper's results hold.
+# source domain and Drishti-GS as the target, on 256-pixel disc crops, with the ablation rows and the noise
+# kinds the demo leaves out; its records and verdicts appear on the benchmarks page when they exist. Before
+# any image is decoded it checks each split against the settings (`n_source_train` = 400 REFUGE training
+# images, `n_source_test` = 400 validation images, `n_target_train` = the 50 Drishti-GS Training images,
+# unlabelled, `n_target_test` = its 51 Test images) and stops with the folder and the setting to change
+# when a split is smaller. The demo runs on synthetic fundus crops at a teaching scale (64 pixels, 128
+# training images): it shows the method end to end and what it does at that scale, not whether the
+# paper's results hold.
 #
-# **Deviation ledger.**
+# **Deviation ledger.** Every development choice below was made on the development data (the same
+# generators with `data_seed` 3020 instead of 2020: other eyes, other corrupted masks, other test images),
+# never on the demo's test images; "dev" numbers are from those runs.
 #
 # | What | The paper | This chapter | Why |
 # |---|---|---|---|
-# | Data | REFUGE and Drishti-GS | demo: synthetic fundus crops in a REFUGE-like source and a Drishti-GS-like target domain; paper profile: REFUGE training images (source), REFUGE validation images (source test), Drishti-GS training images unlabelled and its test images (target) | CPU budget and offline build; which dataset was source and which target is not known to us |
-# | Label noise | corrupted masks (protocol not known to us) | dilation, erosion, shift, elastic deformation, coarse polygons, magnitudes relative to each structure's size, times a strength of 1.5 in the demo; a share of the masks (0, 25, 50, 75%) corrupted, each with a kind drawn at random, or one kind alone | the errors clinicians make; clean masks kept for evaluation. At strength 1 (the noise module's ranges), corrupting half the masks left them at a mean Dice of 0.94 (disc) and 0.92 (cup) against the clean ones, too mild to test denoising; 1.5 was set before any method was run at it |
+# | Data | REFUGE and Drishti-GS | demo: synthetic fundus crops in a REFUGE-like source and a Drishti-GS-like target domain; paper profile: REFUGE training images (source), REFUGE validation images (source test), all 50 Drishti-GS Training images unlabelled and its 51 Test images (target) | CPU budget and offline build; which dataset was source and which target is not known to us |
+# | Label noise | corrupted masks (protocol not known to us) | five kinds (dilation, erosion, shift, elastic deformation, coarse polygons), magnitudes relative to each structure's size, times a strength of 1.5. Demo: the main comparisons on masks of which 75% are *eroded* (systematic under-segmentation); the axis at 25% and 50%; the five kinds alone in the paper profile | the errors clinicians make; clean masks kept for evaluation. Dev, single network, target mean Dice (4 seeds): clean masks 80.4; half the masks corrupted by the five kinds mixed 79.0 (errors in both directions average out: nothing to denoise), dilated 84.2 (the target's discs are larger than the source's, so an over-drawn disc even helps there), eroded 73.0 at 50% and 67.8 at 75%. Erosion at 50% split the seeds (target disc Dice 68-85: a network follows either the clean or the eroded half), so the paired differences of peer selection minus the single network spread widely (SD 3.5 points); at 75% they spread least (SD 2.0) and the damage is largest, so 75% was chosen |
+# | Seeds and test sets | not known to us | demo: 8 seeds for the main and clean experiments, 4 for the noise-rate axis; 256 source and 256 target test images (the previous demo: 3 seeds, 64 and 96) | the evidence standard asks the main comparison's 95% interval to be within ±3 points. Dev: the per-image paired difference has an SD of about 4 points, so 256 test images leave a standard error of about 0.25 points, small against the spread between seeds; with the dev SD of 2.0 points over seeds, 8 seeds give a half-width of about 1.7 points. The full development grid of this design (8 seeds, 256 + 256 test images) gave peer selection minus the single network +8.2 points (95% interval +6.6 to +9.8, half-width 1.6), with the single network at 69.1 (between the gates at 50 and 95) |
 # | Regions of interest | not known to us | square crops around the disc, centred on the ground-truth disc (an oracle for the usual detection step) | isolates segmentation from localisation |
 # | Backbone | not known to us | MONAI 2D U-Net, demo widths 8-16-32-64 with one residual unit per level; paper profile 16-256 | a standard segmentation network from a maintained library |
 # | Standard loss | not known to us | cross-entropy + soft Dice of the nested regions disc and cup (Eq. 1) | the usual disc/cup objective |
 # | Peer review | two peers select reliable samples for each other | Co-teaching's small-loss exchange per batch with $R(t) = 1 - \tau \min(t/T_k, 1)$, $\tau$ = the true corrupted share, $T_k$ = 5 epochs (demo); pixel-level filtering inside the selected samples by the noise-tolerant loss | the abstract's description matches Co-teaching, which the paper cites; knowing $\tau$ is Co-teaching's assumption, and `forget_rate` sets it otherwise |
-# | Noise-tolerant loss | captures the key location and filters the discrepancy (formula not known to us) | Eq. (3): pixel weights fading to $w_0 = 0.5$ within about $s = 0.15$ of each region's equivalent radius from the noisy outlines; Eq. (4): pixels whose label the peer rejects with 90% confidence left out, from the end of the warm-up on | our reading of "key location" (the structure's core) and "discrepancy" (disagreement between the label and the peer). Development runs (seed 0, half the masks corrupted, noise strength 1, one run each): $s = 0.25$ without a floor erased the rim, which at 64 pixels is 2-4 pixels wide and lies wholly near an outline (the peers called the whole disc cup; source-test cup Dice 0.39, against 0.75 with the filter alone); $s = 0.15$ without a floor gave 0.55, with the floor 0.73. The filter waits for the warm-up because a peer that has not learned the cup yet rejects every cup label; in that run it made no measurable difference |
-# | Class-imbalanced cross learning | most confident predictions at the class level | on unlabelled target images: each class's most confident 50% of pixels per batch as the peer's pseudo-labels, loss averaged per class; weight ramped from 0 to 1 over 5 epochs after the warm-up | the dossier's interpretation (cross pseudo-labelling with per-class thresholds); the target images make it the domain-adaptation part. In a development run (seed 0, half corrupted, strength 1) it lowered the target cup Dice from 0.78 to 0.49, with 60-68% of the kept cup pseudo-labels right; it was kept as designed and not tuned, and the ablation measures it |
-# | Prediction | not known to us | mean of the two peers' probabilities (Co-teaching and cross-denoising); the single network alone | uses both peers; the single baseline gets no ensemble, which favours the peers slightly |
-# | Training | not known to us | AdamW, one-cycle schedule (peak learning rate 0.003), left-right flips, 20 epochs of 128 images in batches of 16 (demo; 100 epochs of 400 images in the paper profile); no epoch selection (the target has no labels) | common defaults; the demo's 75 runs fit in about 11 minutes on 2 CPU cores |
-# | Evaluation | not known to us | per-image Dice and HD95 (MONAI) of disc and cup on the target test images; vCDR absolute error; a missing disc scores the worst vCDR error (1) | the REFUGE challenge's measures |
+# | Main comparison | not known to us | peer selection (Co-teaching, the paper's first component) against the single network, target mean Dice at 75% eroded; the full method against the single network is declared too, not as the main one | the strongest claim of the paper the demo can power. Full development grid (8 seeds, paired differences in target mean-Dice points, 95% intervals): the corruption cost the single network -11.8 (-13.8 to -9.8; 80.9 on clean masks, 69.1 eroded); peer selection against it +8.2 (+6.6 to +9.8), against the random-drop control +9.6 (+6.9 to +12.2); the noise-tolerant loss on top -1.3 (-3.3 to +0.8); cross learning on top -6.3 (-10.7 to -1.8), so the full method against the single network +0.7 (-2.6 to +3.9, half-width 3.3: wider than the ±3 the main comparison needs, and its cup Dice fell to 53.0 against 72.8); on clean masks the full method -9.1 (-15.4 to -2.8). The agreement variant against the single network +7.0 (+3.1 to +10.9) |
+# | Control of peer review | none known | `random_drop`: two networks, each handed a random subset of every batch of the size Eq. (2) selects | separates what the selection does from what two networks and smaller batches do. Dev at 50% eroded: it picked 50% corrupted masks (as random must) against 17% for peer selection, and its target mean Dice equalled the single network's (73.0 against 73.0) |
+# | Noise-tolerant loss | captures the key location and filters the discrepancy (formula not known to us) | Eq. (3): pixel weights fading to $w_0 = 0.5$ within about $s = 0.15$ of each region's equivalent radius from the noisy outlines; Eq. (4): pixels whose label the peer rejects with 90% confidence left out, from the end of the warm-up on | our reading of "key location" (the structure's core) and "discrepancy" (disagreement between the label and the peer). Earlier development runs (seed 0, half the masks corrupted, noise strength 1, one run each): $s = 0.25$ without a floor erased the rim, which at 64 pixels is 2-4 pixels wide and lies wholly near an outline (the peers called the whole disc cup; source-test cup Dice 0.39, against 0.75 with the filter alone); $s = 0.15$ without a floor gave 0.55, with the floor 0.73. The filter waits for the warm-up because a peer that has not learned the cup yet rejects every cup label |
+# | Class-imbalanced cross learning | most confident predictions at the class level | on unlabelled target images: each class's most confident 50% of pixels per batch as the peer's pseudo-labels, loss averaged per class; weight ramped from 0 to 1 over 5 epochs after the warm-up | the dossier's interpretation (cross pseudo-labelling with per-class thresholds); the target images make it the domain-adaptation part. Kept as designed and not tuned. Dev, full grid (8 seeds): with clean masks it lowered the target cup Dice from 75.2 (single network) to 54.7, at 75% eroded from 75.3 (the same peers without cross learning) to 53.0; in the first epoch of cross learning 37-81% of the kept cup pseudo-labels were cup (per peer and seed); after training, 77% of those the peers would keep were (59-99% by seed), with the peers 98% confident on them, while peers trained without cross learning kept cup pixels that were 95-96% right, at 83-85% confidence: the peers learn each other's cup errors and become sure of them. (The previous version of this chapter logged this accuracy against unflipped target masks for flipped images, and reported 60-68%.) |
+# | Agreement variant of Eq. (6) | not the paper's | `agreement`: pseudo-labels only where both peers predict the same class, each with probability at least 0.9 (one threshold for every class; 0.9 as $\gamma$ of Eq. 4, not tuned) | a second reading of "most confident predictions", tried once on the dev data after the measurement above: at 50% eroded its target cup Dice was 78.3 against 47.9 for the paper's reading, with 87% of its kept cup pixels right; in the full development grid (75% eroded, 8 seeds) 75.5 against 53.0, and 81% of its kept cup pixels right in the 4 seeds where it kept any: in the other 4 the peers were nowhere both at least 0.9 sure of cup, so it taught no cup at all, and it equalled the same peers without cross learning (+0.1 points, -2.1 to +2.3). Shown as a labelled variant, never as the paper's method |
+# | Prediction | not known to us | mean of the two peers' probabilities for the two-network methods; the single network alone | uses both peers; the random-drop control has two networks too, so the ensemble alone is measured |
+# | Training | not known to us | AdamW, one-cycle schedule (peak learning rate 0.003), left-right flips, 20 epochs of 128 images in batches of 16 (demo; 100 epochs of 400 images in the paper profile); no epoch selection (the target has no labels) | common defaults |
+# | Evaluation | not known to us | per-image Dice of disc and cup, their mean (the primary measure: floor 0, an empty prediction; ceiling 1), HD95 (MONAI) on the target test images, vCDR absolute error; a missing disc scores the worst vCDR error (1); Dice and vCDR on the source test images; per-epoch curves on the first 64 target test images | the REFUGE challenge's measures; HD95 of the source images and full-size curves left out for time |
+# | Demo budget | | 80 runs of 20 epochs: main, 6 methods × 8 seeds; clean, 2 × 8; the noise-rate axis, 2 methods × 2 rates × 4 seeds (the previous demo: 75 runs, 3 seeds, 690 s for the whole notebook on 2 idle cores). Estimated idle time of the whole notebook on 2 CPU cores: about 12.5 minutes (12.2 to 13.0), from the CPU time of one single-thread run of each method on the development data (single network 9.1 s, peer selection 15.5, random drop 17.6, with the noise-tolerant loss 18.0, full method 21.0, agreement variant 23.8; measured on a loaded machine), 1 to 2.2 s of overhead per run (the previous demo's records against the same measurement), two worker processes, and 50 s of CPU time for the rest of the notebook (figures, tables, throughput) | the book's demo runs within 15 minutes on 2 CPU cores: the breadth (noise kinds, ablation rows without one component, a third method on the axis) went to the paper profile, the time to seeds and test images |

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -12,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from medlab import chapter, experiment, metrics
+from medlab import chapter, experiment, metrics, report
 from medlab.engine import RunContext
 from medlab.papers import cross_denoise as cd
 from medlab.papers.cross_denoise import runs as cd_runs
@@ -103,6 +104,84 @@ def test_class_level_pseudo_labels_keep_the_small_class():
     assert keep_global[labels == 2].sum() == 0 and keep_global.sum() == 50
 
 
+def test_agreed_pseudo_labels_keep_only_confident_agreement():
+    peer = torch.log(torch.tensor([[0.95, 0.03, 0.02], [0.05, 0.05, 0.9], [0.1, 0.05, 0.85], [0.02, 0.02, 0.96]]))
+    own = torch.log(torch.tensor([[0.92, 0.04, 0.04], [0.03, 0.03, 0.94], [0.05, 0.05, 0.9], [0.6, 0.2, 0.2]]))
+    as_map = lambda p: p.T.reshape(1, 3, 1, 4)  # noqa: E731
+    labels, keep = cd.agreed_pseudo_labels(as_map(peer), as_map(own), 0.9)
+    assert labels.tolist() == [[[0, 2, 2, 2]]]
+    # pixel 2: the peer is only 85% sure; pixel 3: the learner says background
+    assert keep.tolist() == [[[True, True, False, False]]]
+
+
+def test_selection_count_is_known_on_the_host():
+    assert [cd.selection_count(16, r) for r in (1.0, 0.5, 0.26, 0.0)] == [16, 8, 5, 1]
+
+
+def test_random_drop_hands_over_as_many_samples_as_peer_selection_but_not_the_smallest(monkeypatch):
+    config = dataclasses.replace(cd.settings("smoke"), selection_epochs=1, epochs=2)
+    batch = tiny_batch(config, n=8)
+    monkeypatch.setattr(cd_runs, "flip_half", lambda *maps: maps)
+    picks = []
+    for seed in range(6):
+        torch.manual_seed(seed)
+        model = cd.make_peers(config, "random_drop", 8)
+        model.steps_done = 2
+        cd.training_step(model, batch, config, cd.METHODS["random_drop"], forget_rate=0.5, steps_per_epoch=2)
+        assert model.picked[:, 1].sum(1).tolist() == [4, 4]
+        picks.append(tuple(model.picked[0, 1].tolist()))
+    assert len(set(picks)) > 1  # drawn at random, not by the loss
+
+
+class MaskOracle(torch.nn.Module):
+    """A "network" that reads the mask a test hid in the image's first channel: right wherever the mask
+    is, so a pseudo-label it hands over is right unless the masks it is compared with are misaligned."""
+
+    def forward(self, images):
+        return F.one_hot(images[:, 0].round().long().clamp(0, 2), 3).permute(0, 3, 1, 2).float() * 10
+
+
+def test_flip_half_flips_masks_with_their_images():
+    """The pseudo-label accuracy compares predictions on flipped target images with masks flipped alike."""
+    torch.manual_seed(0)
+    images = torch.rand(16, 3, 8, 8)
+    masks = (images[:, 0] > 0.5).long()
+    flipped_images, flipped_masks = cd_runs.flip_half(images, masks)
+    assert torch.equal(flipped_masks, (flipped_images[:, 0] > 0.5).long())
+    assert not torch.equal(flipped_images, images)  # some were flipped
+
+
+def test_pseudo_label_accuracy_compares_with_the_flipped_target_masks():
+    """The target masks are flipped with their images (a bug compared the predictions on flipped images
+    with unflipped masks): a peer that is always right scores 100% on every flip."""
+    config = dataclasses.replace(cd.settings("smoke"), selection_epochs=1, cross_ramp_epochs=1, epochs=3)
+    batch = tiny_batch(config, n=8)
+    asymmetric = torch.from_numpy(np.stack([disc_mask(config.image_size, disc=5, cup=2, centre=(16, 8))] * 8))
+    batch["target_mask"] = asymmetric
+    batch["target_image"] = asymmetric[:, None].float().repeat(1, 3, 1, 1)
+    batch["image"] = batch["noisy_mask"][:, None].float().repeat(1, 3, 1, 1)
+    model = cd.Peers([MaskOracle(), MaskOracle()], config.epochs, 8)
+    model.steps_done = 4
+    torch.manual_seed(0)
+    out = cd.training_step(model, batch, config, cd.METHODS["cross_denoise"], forget_rate=0.5, steps_per_epoch=2)
+    assert out["pseudo_label_accuracy_a"].item() == 1.0 and out["pseudo_cup_accuracy_b"].item() == 1.0
+
+
+def test_pseudo_label_quality_by_hand():
+    config = cd.settings("smoke")
+    masks = torch.from_numpy(np.stack([disc_mask(config.image_size)] * 2))
+    images = masks[:, None].float().repeat(1, 3, 1, 1)
+    model = cd.Peers([MaskOracle(), MaskOracle()], config.epochs, 2)
+    q = cd.pseudo_label_quality(model, images, masks, config, cd.METHODS["cross_denoise"], torch.device("cpu"))
+    assert q["pseudo/accuracy"] == 1.0 and q["pseudo/cup_precision"] == 1.0
+    # ties in the confidence: every pixel of a class is at its class's median, so every pixel is kept
+    assert q["pseudo/kept"] == 1.0 and q["pseudo/cup_coverage"] == 1.0
+    wrong = masks.clone()
+    wrong[masks == 2] = 1  # the truth has no cup: every kept cup pixel is wrong
+    q = cd.pseudo_label_quality(model, images, wrong, config, cd.METHODS["cross_denoise"], torch.device("cpu"))
+    assert q["pseudo/cup_precision"] == 0.0 and np.isnan(q["pseudo/cup_coverage"])
+
+
 def test_cross_learning_loss_averages_within_then_over_classes():
     logits = torch.zeros(1, 3, 1, 4)
     logits[0, 0, 0, :3] = 2.0  # three background pixels predicted confidently, one cup pixel uniform
@@ -175,7 +254,7 @@ def test_training_step_runs_every_method_and_logs_the_selection(method):
         assert all(p.grad is not None for p in net.parameters())
     if spec.peers:
         assert model.offered[2].sum() == 8
-        assert model.picked[:, 2].sum(1).tolist() == ([4, 4] if spec.selection else [8, 8])
+        assert model.picked[:, 2].sum(1).tolist() == ([4, 4] if spec.selection else [8, 8])  # random_drop too
         assert ("cross_a" in out) == spec.cross_learning
         if spec.cross_learning:
             assert 0 <= out["pseudo_label_accuracy_a"] <= 1
@@ -225,25 +304,42 @@ def test_settings_validate_their_values():
         cd.settings("smoke", confident_fraction=0.0)
     with pytest.raises(ValueError, match="forget_rate"):
         cd.settings("smoke", forget_rate=1.0)
+    with pytest.raises(ValueError, match="main_kind 'blur'"):
+        cd.settings("smoke", main_kind="blur")
+    with pytest.raises(ValueError, match="axis_seeds"):
+        cd.settings("smoke", seeds=(0, 1), axis_seeds=(5,))
+    with pytest.raises(ValueError, match="agreement_confidence"):
+        cd.settings("smoke", agreement_confidence=1.5)
 
 
 def test_grid_covers_the_experiments_once():
     config = cd.settings("demo")
     jobs = cd.grid(config)
     assert all(isinstance(j, experiment.Job) and j.phase == 0 for j in jobs)
-    assert jobs[0].variant == "cross_denoise/mixed/0" and str(jobs[0].method) == "cross_denoise"
     keys = [(j.method, j.rate, j.kind, j.seed) for j in jobs]
     assert len(keys) == len(set(keys))
-    rates = {j.rate for j in jobs if j.experiment == "noise_rate"}
-    assert rates == set(config.noise_rates)
-    kinds = {j.kind for j in jobs if j.experiment == "noise_kind"}
-    assert kinds == set(cd.NOISE_KINDS)
-    # the full method at the ablation's rate runs once, under the noise-rate sweep
-    assert not [j for j in jobs if j.experiment == "ablation" and j.method == "cross_denoise"]
-    assert len(jobs) == 36 + 30 + 9
+    main = [j for j in jobs if j.experiment == "main"]
+    assert {(j.kind, j.rate) for j in main} == {(config.main_kind, config.main_rate)}
+    assert {j.method for j in main} == set(config.methods) and {j.seed for j in main} == set(config.seeds)
+    assert len(main) == len(config.methods) * len(config.seeds)
+    clean = [j for j in jobs if j.experiment == "clean"]
+    assert {j.rate for j in clean} == {0.0} and len(clean) == len(config.clean_methods) * len(config.seeds)
+    axis = [j for j in jobs if j.experiment == "noise_rate"]
+    assert {j.rate for j in axis} == set(config.noise_rates) and {j.seed for j in axis} == set(config.axis_seeds)
+    assert not [j for j in jobs if j.experiment == "noise_kind"]  # the demo leaves the kinds to the paper profile
     # the longest runs first: two peers with cross learning, then two peers, then the single network
     order = [(not cd.METHODS[j.method].cross_learning, not cd.METHODS[j.method].peers) for j in jobs]
     assert order == sorted(order)
+
+
+def test_a_cell_shared_by_two_experiments_runs_once_under_the_first():
+    config = cd.settings("paper")
+    jobs = cd.grid(config)
+    kinds = [j for j in jobs if j.experiment == "noise_kind"]
+    # the main kind at kind_rate is a cell of the noise-rate axis, which comes first
+    assert config.kind_rate in config.noise_rates and {j.kind for j in kinds} == set(cd.NOISE_KINDS) - {config.main_kind}
+    assert len(kinds) == (len(cd.NOISE_KINDS) - 1) * len(config.kind_methods) * len(config.seeds)
+    assert {j.method for j in jobs if j.experiment == "main"} >= {"no_selection", "no_noise_tolerant", "global_confidence"}
 
 
 def test_unknown_noise_kind_is_named():
@@ -251,29 +347,70 @@ def test_unknown_noise_kind_is_named():
         cd.corrupted_masks(torch.zeros(2, 8, 8, dtype=torch.long), 0.5, "blur", 0)
 
 
-def fake_frame() -> pd.DataFrame:
+def fake_frame(gain: float = 0.06) -> pd.DataFrame:
+    """Records of every declared comparison, 8 seeds: peer selection ``gain`` above the single network
+    (with a little seed noise), the full method 5 points below it."""
     rows = []
-    for seed in range(3):
-        for rate in (0.0, 0.5):
-            for method, dice in (("single", 0.6), ("coteaching", 0.62), ("cross_denoise", 0.7 - 0.01 * seed)):
-                rows.append({"experiment": "noise_rate", "params.method": method, "params.rate": rate, "params.kind": "mixed",
-                             "seed": seed, "metrics.mean_dice": dice - rate * 0.1, "metrics.picked_corrupted": 0.2 if rate and method == "cross_denoise" else np.nan,
-                             "path": f"{method}-{rate}-{seed}"})
-        rows.append({"experiment": "ablation", "params.method": "no_selection", "params.rate": 0.5, "params.kind": "mixed",
-                     "seed": seed, "metrics.mean_dice": 0.55, "metrics.picked_corrupted": np.nan, "path": f"abl-{seed}"})
-        for method, dice in (("single", 0.5), ("cross_denoise", 0.45)):
-            rows.append({"experiment": "noise_kind", "params.method": method, "params.rate": 0.5, "params.kind": "shift",
-                         "seed": seed, "metrics.mean_dice": dice, "metrics.picked_corrupted": np.nan, "path": f"k{method}{seed}"})
+    rng = np.random.default_rng(0)
+    levels = {"single": 0.72, "coteaching": 0.72 + gain, "random_drop": 0.72, "no_cross_learning": 0.78,
+              "cross_denoise": 0.67, "agreement": 0.75}
+    for seed in range(8):
+        for experiment_name, rate, methods in (("main", 0.5, levels), ("clean", 0.0, ("single", "cross_denoise"))):
+            for method in methods:
+                dice = levels[method] + 0.01 * rng.standard_normal() + (0.08 if experiment_name == "clean" else 0.0)
+                rows.append({
+                    "experiment": experiment_name, "params.method": method, "params.rate": rate, "params.kind": "erosion",
+                    "seed": seed, "metrics.mean_dice": dice, "metrics.source/mean_dice": dice + 0.05,
+                    "metrics.n_eval": 256.0, "path": f"{experiment_name}-{method}-{seed}",
+                    "metrics.picked_corrupted": 0.2 if method == "coteaching" and rate else np.nan,
+                })
+    for seed in range(4):  # the noise-rate axis: peer selection 3 points ahead at 25%, 10 at 50%
+        for rate, gain_at_rate in ((0.25, 0.03), (0.5, 0.10)):
+            for method, level in (("single", 0.75), ("coteaching", 0.75 + gain_at_rate)):
+                rows.append({
+                    "experiment": "noise_rate", "params.method": method, "params.rate": rate, "params.kind": "erosion",
+                    "seed": seed, "metrics.mean_dice": level + 0.002 * rng.standard_normal(), "metrics.n_eval": 256.0,
+                    "path": f"axis-{rate}-{method}-{seed}",
+                })
     return pd.DataFrame(rows)
 
 
-def test_findings_are_written_from_the_records():
+def test_comparisons_are_declared_with_the_dice_floor_and_one_main():
+    assert [c.name for c in cd.COMPARISONS if c.main] == ["peer selection vs single network"]
+    for spec in cd.COMPARISONS:
+        assert (spec.floor, spec.ceiling) == (0.0, 1.0) and spec.metric.endswith(cd.PRIMARY)
+        methods = {spec.method, spec.baseline} if spec.column == "params.method" else {spec.where["params.method"]}
+        assert methods <= set(cd.settings("demo").methods) | set(cd.settings("demo").clean_methods)
+    # the axis comparisons are declared at the rates the demo and paper profiles run
+    axis = [c for c in cd.COMPARISONS if c.where.get("experiment") == "noise_rate"]
+    assert {c.where["params.rate"] for c in axis} == set(cd.settings("demo").noise_rates) == set(cd.settings("paper").noise_rates)
+    assert all({c.method, c.baseline} <= set(cd.settings("demo").rate_methods) for c in axis)
+
+
+def test_verdicts_follow_the_intervals():
+    verdicts = {v["name"]: v for v in report.evaluate_all(cd.COMPARISONS, fake_frame())}
+    main = verdicts["peer selection vs single network"]
+    assert main["verdict"] == "better" and main["n_seeds"] == 8 and main["gates"]["precise_enough"]
+    assert verdicts["cross-denoising (full) vs single network"]["verdict"] == "worse"
+    assert verdicts["random drop (two networks) vs single network"]["verdict"] == "no_difference"
+    assert verdicts["agreement variant vs the same peers without cross learning"]["verdict"] == "worse"
+    # each point of the noise-rate axis is paired over its own rate's runs only (4 axis seeds)
+    at_25, at_50 = (verdicts[f"peer selection vs single network, {r} eroded (noise-rate axis)"] for r in ("25%", "50%"))
+    assert at_25["n_seeds"] == at_50["n_seeds"] == 4 and not at_25["main"]
+    assert at_25["diff_mean"] == pytest.approx(0.03, abs=0.01) and at_50["diff_mean"] == pytest.approx(0.10, abs=0.01)
+    damage = verdicts["the corruption's damage (single network, corrupted vs clean masks)"]
+    assert damage["verdict"] == "worse" and damage["diff_mean"] == pytest.approx(-0.08, abs=0.01)
+    # a baseline below halfway from an empty mask to a perfect one voids the comparison
+    low = fake_frame()
+    low.loc[low["params.method"] == "single", "metrics.mean_dice"] = 0.3
+    assert report.evaluate(cd.COMPARISONS[0], low)["verdict"] == "void"
+
+
+def test_findings_are_written_from_the_verdicts():
     text = cd.findings(fake_frame())
-    assert "above that of the single network at every noise rate" in text
-    assert "above that of Co-teaching at every noise rate" in text
-    assert "shift -5.0 points" in text
-    assert "- peer sample selection -9.0 points ± 1.0" in text
-    assert "20% ± 0% of the masks" in text
+    assert text.startswith("- (main) **peer selection vs single network**: peer selection (Co-teaching) minus single")
+    assert re.search(r"mean dice \+[5-7]\.\d points \(95% interval \+\d\.\d to \+\d\.\d, 8 seeds, 256 test items\)", text)
+    assert "20% (95% interval 20% to 20%) of the masks" in text
 
 
 def test_registry_offers_both_domains_synthetic_and_refuses_n_with_real_data(tmp_path):
@@ -296,29 +433,55 @@ def test_curves_figure_draws_every_method_from_the_records():
          "history": [{"val/target_dice_disc": 0.5 + 0.01 * e, "val/target_dice_cup": 0.4} for e in range(4)]}
         for m in ("single", "coteaching", "cross_denoise") for s in (0, 1)
     ]
-    fig = cd.curves_figure(records, 0.5)
+    fig = cd.curves_figure(records, 0.5, "mixed")
     assert [len(ax.lines) for ax in fig.axes] == [3, 3]
     assert fig.axes[0].lines[0].get_ydata()[-1] == pytest.approx(53.0)
 
 
-def test_paper_profile_trains_on_the_official_layouts(tmp_path):
-    """REFUGE (source) and Drishti-GS (target) fixtures written in their layouts, through load_data and
-    one short run of the full method."""
+FIXTURE_SIZES = {"n_source_train": 5, "n_source_test": 3, "n_target_train": 10, "n_target_test": 3}
+
+
+@pytest.fixture(name="fundus_fixtures")
+def _fundus_fixtures(tmp_path):
+    """REFUGE (source) and Drishti-GS (target) fixtures written in their official layouts."""
     from test_data_drishti_gs import write_drishti
     from test_data_refuge import write_refuge
 
     refuge = tmp_path / "REFUGE"
     write_refuge(refuge)
-    drishti = write_drishti(tmp_path)
+    return refuge, write_drishti(tmp_path)
+
+
+def test_paper_settings_are_checked_against_the_real_splits_before_any_image_is_decoded(fundus_fixtures, monkeypatch):
+    refuge, drishti = fundus_fixtures
+    decoded = []
+    from medlab.data.formats.refuge import REFUGE
+
+    monkeypatch.setattr(REFUGE, "load_pair", lambda self, index: decoded.append(index))
+    config = dataclasses.replace(cd.settings("paper"), image_size=32, widths=(4, 8, 16))
+    with pytest.raises(ValueError, match=r"REFUGE train split under .*REFUGE holds 5 image\(s\), fewer than the 400 that "
+                       r"n_source_train=400 asks for: set n_source_train to at most 5"):
+        cd.check_data(config, refuge, drishti)
+    assert decoded == []  # failed on the file count, before reading a pixel
+    small = dataclasses.replace(config, **{**FIXTURE_SIZES, "n_target_train": 11})
+    with pytest.raises(ValueError, match=r"Drishti-GS train split .* holds 10 image\(s\).*target_data_dir"):
+        cd.check_data(small, refuge, drishti)
+
+
+def test_paper_profile_trains_on_the_official_layouts(fundus_fixtures, tmp_path):
+    """Through load_data and one short run of the full method; a split larger than the settings ask
+    for gives a subset of that size."""
+    refuge, drishti = fundus_fixtures
     config = dataclasses.replace(
         cd.settings("paper"), image_size=32, widths=(4, 8, 16), epochs=2, batch_size=2, selection_epochs=1,
-        cross_ramp_epochs=1, num_workers=0,
+        cross_ramp_epochs=1, num_workers=0, **{**FIXTURE_SIZES, "n_target_train": 8},
     )
     cd.check_data(config, refuge, drishti)
     data = cd.load_data(config, refuge, drishti)
     assert data.info["kind"] == "real" and data.info["source_train"]["kind"] == "real"
     assert len(data.source_train[0]) == 5 and data.source_train[0].shape[1:] == (3, 32, 32)
-    job = experiment.job("noise_rate", 0, method="cross_denoise", kind=cd.MIXED, rate=0.4)
+    assert len(data.target_train[0]) == 8 and data.info["target_train"]["images"] == 8  # 8 of the 10 Training images
+    job = experiment.job("main", 0, method="cross_denoise", kind=cd.MIXED, rate=0.4)
     run = RunContext(run_dir=tmp_path / "run", device=torch.device("cpu"), seed=0, fingerprint="test", progress=False)
     out = cd.train(config, data, job, run)
     assert out.metrics["corrupted_fraction"] == pytest.approx(0.4)
@@ -464,7 +627,8 @@ def test_chapter_contract():
     assert cd.DATASETS == ("refuge", "drishti_gs")
     roles = {f.name: f.metadata.get("role", "training") for f in dataclasses.fields(cd.Settings)}
     assert {name for name, role in roles.items() if role == "grid"} == {
-        "seeds", "methods", "noise_rates", "kind_methods", "kind_rate", "ablation", "ablation_rate"
+        "seeds", "main_kind", "main_rate", "methods", "clean_methods", "rate_methods", "noise_rates", "axis_seeds",
+        "kind_methods", "kind_rate",
     }
     params = experiment.run_identity(cd.settings("smoke"), method="single", rate=0.5, kind=cd.MIXED)
     assert "workers" not in params and "noise_rates" not in params and params["forget_rate"] is None
@@ -493,12 +657,19 @@ def test_run_job_writes_records_that_the_figures_read(tiny_config, tmp_path, mon
     picks = cd.picks_by_kind(full)
     assert "clean" in picks.index and picks.columns.tolist() == ["picked in the last epoch %"]
     data = cd.load_data(tiny_config)
-    fig = cd.predictions_figure(records, data, rate=0.5, seed=0, methods=("single", "cross_denoise"), samples=2)
+    fig = cd.predictions_figure(records, data, kind=cd.MIXED, rate=0.5, seed=0, methods=("single", "cross_denoise"), samples=2)
     assert len(fig.axes) == 4 * 4
-    table = cd.pseudo_label_table(records)
+    frame = cd.results_frame(records)
+    table = cd.pseudo_label_table(frame)
     assert table is not None and table.index.tolist() == [(cd.METHOD_LABELS["cross_denoise"], 50)]
+    assert 0 <= full["metrics"]["pseudo/cup_precision"] <= 1 and full["metrics"]["pseudo/kept"] == pytest.approx(0.5, abs=0.05)
+    history = cd.pseudo_history(records, 0.5, cd.MIXED, ("single", "cross_denoise"))
+    assert list(history.columns) == [cd.METHOD_LABELS["cross_denoise"]] and len(history) == tiny_config.epochs
+    assert np.isnan(history.iloc[0, 0]) and np.isfinite(history.iloc[-1, 0])  # cross learning starts after the warm-up
+    fig = cd.noise_axis_figure(frame, cd.MIXED, ("single", "cross_denoise"))
+    assert len(fig.axes) == 3
     with pytest.raises(ValueError, match="no record of coteaching"):
-        cd.predictions_figure(records, data, rate=0.5, seed=0, methods=("coteaching",))
+        cd.predictions_figure(records, data, kind=cd.MIXED, rate=0.5, seed=0, methods=("coteaching",))
 
 
 def test_a_resumed_run_ends_as_an_uninterrupted_one(tiny_config, tmp_path):
@@ -525,13 +696,3 @@ def test_a_resumed_run_ends_as_an_uninterrupted_one(tiny_config, tmp_path):
 def test_check_data_names_a_bad_folder(tmp_path):
     with pytest.raises(Exception, match=str(tmp_path / "missing")):
         cd.check_data(cd.settings("smoke"), tmp_path / "missing")
-
-
-def test_flip_half_flips_masks_with_their_images():
-    """The pseudo-label accuracy compares predictions on flipped target images with masks flipped alike."""
-    torch.manual_seed(0)
-    images = torch.rand(16, 3, 8, 8)
-    masks = (images[:, 0] > 0.5).long()
-    flipped_images, flipped_masks = cd_runs.flip_half(images, masks)
-    assert torch.equal(flipped_masks, (flipped_images[:, 0] > 0.5).long())
-    assert not torch.equal(flipped_images, images)  # some were flipped

@@ -1,11 +1,13 @@
 """Chapter 4, cross-denoising peer networks (arXiv:2006.10990): the method (:mod:`.method`), its
-settings (:mod:`.config`), its runs (:mod:`.runs`), the throughput measurement (:mod:`.throughput`) and
-its report (:mod:`.report`), re-exported for the notebook and the chapter contract (:mod:`medlab.chapter`)."""
+settings (:mod:`.config`), its data (:mod:`.data`), its runs (:mod:`.runs`), the throughput measurement
+(:mod:`.throughput`), its report (:mod:`.report`) and figures (:mod:`.figures`), re-exported for the
+notebook and the chapter contract (:mod:`medlab.chapter`)."""
 
 from . import method
 from .config import CLASSES, DATASETS, METHODS, MIXED, NOISE_KINDS, PROFILES, REGIONS, SLUG, Method, Settings, settings
 from .method import (
     Peers,
+    agreed_pseudo_labels,
     class_level_pseudo_labels,
     cross_learning_loss,
     cross_weight,
@@ -18,7 +20,18 @@ from .method import (
     region_probabilities,
     region_targets,
     segmentation_loss,
+    selection_count,
     small_loss_selection,
+)
+from .figures import (
+    curves_figure,
+    domains_figure,
+    key_weights_figure,
+    noise_damage_table,
+    noise_examples_figure,
+    picks_by_kind,
+    predictions_figure,
+    selection_figure,
 )
 from .report import (
     COLOURS,
@@ -26,55 +39,61 @@ from .report import (
     METHOD_LABELS,
     METRIC_NAMES,
     PERCENT,
+    PRIMARY,
+    PSEUDO_NAMES,
+    SOURCE_NAMES,
     TABLES,
-    curves_figure,
-    domains_figure,
     findings,
-    key_weights_figure,
     metrics_table,
-    noise_damage_table,
-    noise_examples_figure,
-    noise_rate_figure,
-    picks_by_kind,
-    predictions_figure,
+    noise_axis_figure,
+    pseudo_history,
     pseudo_label_table,
-    selection_figure,
+    results_frame,
+    source_table,
 )
-from .runs import (
-    SELECTION_FILE,
+from .data import (
+    SPLITS,
     ChapterData,
     NoisyTrainingSet,
     TensorPairs,
     check_data,
     corrupted_masks,
+    load_data,
+    load_split,
+    noise_seed,
+    training_set,
+)
+from .runs import (
+    CURVE_IMAGES,
+    SELECTION_FILE,
     describe,
     flip_half,
     grid,
-    load_data,
     load_peers,
     make_peers,
-    noise_seed,
     predict,
+    pseudo_label_quality,
     run_job,
     segmentation_net,
     segmentation_scores,
     selection_summary,
     train,
-    training_set,
     training_step,
 )
 from .throughput import measure_training_throughput, record_throughput
 
 __all__ = [
-    "CLASSES", "COLOURS", "COMPARISONS", "ChapterData", "DATASETS", "METHODS", "METHOD_LABELS", "METRIC_NAMES",
-    "MIXED", "Method", "NOISE_KINDS", "NoisyTrainingSet", "PERCENT", "PROFILES", "Peers", "REGIONS",
-    "SELECTION_FILE", "SLUG", "Settings", "TABLES", "TensorPairs", "check_data", "class_level_pseudo_labels",
-    "corrupted_masks", "cross_learning_loss", "cross_weight", "curves_figure", "describe", "disagreement_filter",
-    "domains_figure", "findings", "flip_half", "grid", "keep_ratio", "key_location_weights", "key_weights_figure",
-    "load_data", "load_peers", "make_peers", "masked_mean", "measure_training_throughput", "method",
-    "metrics_table", "noise_damage_table", "noise_examples_figure", "noise_rate_figure", "noise_seed",
-    "noise_tolerant_loss", "peer_objective", "picks_by_kind", "predict", "predictions_figure",
-    "pseudo_label_table", "record_throughput", "region_probabilities", "region_targets", "run_job",
-    "segmentation_loss", "segmentation_net", "segmentation_scores", "selection_figure", "selection_summary",
-    "settings", "small_loss_selection", "train", "training_set", "training_step",
+    "agreed_pseudo_labels", "ChapterData", "check_data", "class_level_pseudo_labels", "CLASSES", "COLOURS",
+    "COMPARISONS", "corrupted_masks", "cross_learning_loss", "cross_weight", "CURVE_IMAGES", "curves_figure",
+    "DATASETS", "describe", "disagreement_filter", "domains_figure", "findings", "flip_half", "grid",
+    "keep_ratio", "key_location_weights", "key_weights_figure", "load_data", "load_peers", "load_split",
+    "make_peers", "masked_mean", "measure_training_throughput", "Method", "method", "METHOD_LABELS", "METHODS",
+    "METRIC_NAMES", "metrics_table", "MIXED", "noise_axis_figure", "noise_damage_table",
+    "noise_examples_figure", "NOISE_KINDS", "noise_seed", "noise_tolerant_loss", "NoisyTrainingSet",
+    "peer_objective", "Peers", "PERCENT", "picks_by_kind", "predict", "predictions_figure", "PRIMARY",
+    "PROFILES", "pseudo_history", "pseudo_label_quality", "pseudo_label_table", "PSEUDO_NAMES",
+    "record_throughput", "region_probabilities", "region_targets", "REGIONS", "results_frame", "run_job",
+    "segmentation_loss", "segmentation_net", "segmentation_scores", "selection_count", "selection_figure",
+    "SELECTION_FILE", "selection_summary", "Settings", "settings", "SLUG", "small_loss_selection",
+    "SOURCE_NAMES", "source_table", "SPLITS", "TABLES", "TensorPairs", "train", "training_set", "training_step",
 ]

@@ -21,6 +21,8 @@ detail it leaves open is a choice recorded in chapter 4's deviation ledger. In t
   class* (the top ``q`` of the pixels it assigns to that class) become pseudo-labels for its peer; the
   cross-entropy is averaged within each class and then over classes, so the small cup counts as much
   as the background: :func:`class_level_pseudo_labels`, :func:`cross_learning_loss`.
+* A variant of Eq. (6) that is not the paper's reading, chosen on the development data: pseudo-labels
+  only where both peers agree, each with a fixed confidence: :func:`agreed_pseudo_labels`.
 * Eq. (7) each peer's objective: Eq. (5) on the samples its peer selected plus ``lambda(t)`` Eq. (6):
   :func:`cross_weight`, :func:`peer_objective`; the two peers: :class:`Peers`.
 
@@ -91,11 +93,15 @@ def keep_ratio(epoch: int, forget_rate: float, selection_epochs: int) -> float:
     return 1.0 - forget_rate * ramp
 
 
+def selection_count(batch: int, ratio: float) -> int:
+    """Eq. (2): how many of ``batch`` samples a network hands to its peer, ``ceil(ratio * batch)``
+    (at least one). It depends on the batch size only, so it is known on the host."""
+    return max(1, min(batch, math.ceil(ratio * batch - 1e-9)))
+
+
 def small_loss_selection(losses: torch.Tensor, ratio: float) -> torch.Tensor:
-    """Eq. (2): the indices of the ``ceil(ratio * N)`` samples with the smallest loss (at least one).
-    The count depends on the batch size only, so it is known on the host."""
-    count = max(1, min(len(losses), math.ceil(ratio * len(losses) - 1e-9)))
-    return torch.argsort(losses.detach())[:count]
+    """Eq. (2): the indices of the :func:`selection_count` samples with the smallest loss."""
+    return torch.argsort(losses.detach())[: selection_count(len(losses), ratio)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -178,6 +184,19 @@ def class_level_pseudo_labels(
     return labels, keep
 
 
+def agreed_pseudo_labels(
+    peer_logits: torch.Tensor, own_logits: torch.Tensor, confidence: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eq. (6), a variant that is not the paper's reading (chapter 4 labels it so): the peer's argmax
+    labels, kept only where both networks predict the same class, each with a probability of at least
+    ``confidence`` (one fixed threshold for every class, instead of a fixed share of each class)."""
+    with torch.no_grad():
+        peer_confidence, labels = torch.softmax(peer_logits.float(), 1).max(1)
+        own_confidence, own_labels = torch.softmax(own_logits.float(), 1).max(1)
+        keep = (labels == own_labels) & (peer_confidence >= confidence) & (own_confidence >= confidence)
+    return labels, keep
+
+
 def cross_learning_loss(logits: torch.Tensor, labels: torch.Tensor, keep: torch.Tensor, class_level: bool = True) -> torch.Tensor:
     """Eq. (6), the loss: cross-entropy on the kept pseudo-labelled pixels, averaged within each class
     and then over the classes present (``class_level``), or over all kept pixels (else). 0 when no
@@ -218,11 +237,13 @@ def peer_objective(
     peer_target_logits: torch.Tensor | None = None,
     fraction: float = 0.5,
     class_level: bool = True,
+    agreement: float | None = None,
 ) -> dict[str, torch.Tensor]:
     """Eq. (7) for one learner: Eq. (5) (or Eq. (1) without ``noise_tolerant``) on the samples
     ``rows`` its peer selected, plus ``cross_weight`` times Eq. (6) on the target batch with the
-    peer's pseudo-labels. Returns ``loss``, its ``supervised`` part and, with cross learning, the
-    ``cross`` part, the ``pseudo_labels`` and the ``kept`` pixels."""
+    peer's pseudo-labels (with ``agreement``, the variant :func:`agreed_pseudo_labels` at that
+    confidence). Returns ``loss``, its ``supervised`` part and, with cross learning, the ``cross``
+    part, the ``pseudo_labels`` and the ``kept`` pixels."""
     if noise_tolerant:
         supervised = noise_tolerant_loss(
             logits[rows], noisy_masks[rows], key_weights[rows], peer_logits[rows].detach(), confidence
@@ -231,7 +252,10 @@ def peer_objective(
         supervised = segmentation_loss(logits[rows], noisy_masks[rows]).mean()
     out = {"loss": supervised, "supervised": supervised}
     if cross_weight > 0:
-        labels, keep = class_level_pseudo_labels(peer_target_logits.detach(), fraction, class_level)
+        if agreement is not None:
+            labels, keep = agreed_pseudo_labels(peer_target_logits.detach(), target_logits.detach(), agreement)
+        else:
+            labels, keep = class_level_pseudo_labels(peer_target_logits.detach(), fraction, class_level)
         cross = cross_learning_loss(target_logits, labels, keep, class_level)
         out.update(loss=supervised + cross_weight * cross, cross=cross, pseudo_labels=labels, kept=keep)
     return out

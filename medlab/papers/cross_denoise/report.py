@@ -1,76 +1,107 @@
-"""Chapter 4 report: labels, tables, figures and findings, read from the data and the runs' records
-(figures that need a run's files find its folder with :func:`medlab.results.run_folder`)."""
+"""Chapter 4 report: labels, the benchmark tables, the declared comparisons (the evidence standard of
+:mod:`medlab.report`), and the tables, figures and findings read from the runs' records."""
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
-import torch
 
-from medlab import metrics, results
+from medlab import results
 from medlab.chapter import ComparisonSpec, TableSpec
-from medlab.report import paired, spread
+from medlab.report import evaluate_all, t_interval, verdicts_markdown
 
-from .config import METHODS, MIXED, NOISE_KINDS, REGIONS
-from .method import key_location_weights
-from .runs import SELECTION_FILE, ChapterData, corrupted_masks, load_peers, selection_summary
+from .config import METHODS, MIXED, NOISE_KINDS
 
 METHOD_LABELS = {
     "single": "single network (CE + Dice)",
-    "coteaching": "Co-teaching",
+    "coteaching": "peer selection (Co-teaching)",
+    "random_drop": "two networks, random drop (control)",
+    "no_cross_learning": "peer selection + noise-tolerant loss",
     "cross_denoise": "cross-denoising (full)",
+    "agreement": "cross-denoising, agreement variant",
     "no_selection": "- peer sample selection",
     "no_noise_tolerant": "- noise-tolerant loss",
-    "no_cross_learning": "- cross learning",
     "global_confidence": "cross learning with one global threshold",
 }
 METRIC_NAMES = {
+    "mean_dice": "mean Dice %",
     "dice/optic disc": "Dice disc %",
     "dice/optic cup": "Dice cup %",
     "hd95/optic disc": "HD95 disc (px)",
     "hd95/optic cup": "HD95 cup (px)",
     "vcdr_error": "vCDR abs. error",
 }
-PERCENT = ("dice/optic disc", "dice/optic cup")
-COLOURS = {"single": "tab:gray", "coteaching": "tab:blue", "cross_denoise": "tab:red"}
+PERCENT = ("mean_dice", "dice/optic disc", "dice/optic cup")
+SOURCE_NAMES = {"source/mean_dice": "mean Dice %", "source/dice/optic disc": "Dice disc %", "source/dice/optic cup": "Dice cup %",
+                "source/vcdr_error": "vCDR abs. error"}
+COLOURS = {"single": "tab:gray", "coteaching": "tab:blue", "random_drop": "tab:olive", "no_cross_learning": "tab:green",
+           "cross_denoise": "tab:red", "agreement": "tab:purple"}
 
+# The primary metric: the mean of the disc and cup Dice on the target test images (what the paper's
+# task scores, and what the main corruption of the demo hurts; see the deviation ledger). An empty
+# prediction scores 0, a perfect one 1.
+PRIMARY = "mean_dice"
+FLOOR, CEILING = 0.0, 1.0
+
+_BY_METHOD = dict(percent=PERCENT, labels={"params.method": METHOD_LABELS}, names=METRIC_NAMES)
 TABLES = (
     TableSpec(
-        experiments=("noise_rate",),
-        by=("params.method", "params.rate"),
-        metrics=tuple(METRIC_NAMES),
-        percent=PERCENT,
-        labels={"params.method": METHOD_LABELS},
-        order={"params.method": list(METHOD_LABELS), "params.rate": None},
-        names=METRIC_NAMES,
-        caption="Optic disc and cup segmentation on the target domain, trained on source masks of which a share (rate) is corrupted (all five kinds mixed).",
+        experiments=("main",), by=("params.method",), metrics=tuple(METRIC_NAMES),
+        order={"params.method": list(METHOD_LABELS)}, **_BY_METHOD,
+        caption="Target-domain segmentation at the chapter's main corruption (the profile's main_kind on main_rate of the training masks).",
     ),
     TableSpec(
-        experiments=("noise_kind", "noise_rate"),
-        filter={"params.rate": 0.5},
-        by=("params.kind", "params.method"),
-        metrics=tuple(METRIC_NAMES),
-        percent=PERCENT,
-        labels={"params.method": METHOD_LABELS},
-        order={"params.kind": [*NOISE_KINDS, MIXED], "params.method": list(METHOD_LABELS)},
-        names=METRIC_NAMES,
-        caption="Target-domain segmentation by kind of label noise, half of the training masks corrupted.",
+        experiments=("main", "clean", "noise_rate"), by=("params.method", "params.rate"), metrics=tuple(METRIC_NAMES),
+        order={"params.method": list(METHOD_LABELS), "params.rate": None}, **_BY_METHOD,
+        caption="Target-domain segmentation against the share of corrupted training masks (the main kind of corruption).",
     ),
     TableSpec(
-        experiments=("ablation", "noise_rate"),
-        filter={"params.rate": 0.5, "params.kind": MIXED},
-        by=("params.method",),
-        metrics=tuple(METRIC_NAMES),
-        percent=PERCENT,
-        labels={"params.method": METHOD_LABELS},
-        order={"params.method": list(METHOD_LABELS)},
-        names=METRIC_NAMES,
-        caption="Ablation: the full method with one component removed, half of the training masks corrupted (mixed kinds).",
+        experiments=("noise_kind",), by=("params.kind", "params.method"), metrics=tuple(METRIC_NAMES),
+        order={"params.kind": [*NOISE_KINDS, MIXED], "params.method": list(METHOD_LABELS)}, **_BY_METHOD,
+        caption="Target-domain segmentation by kind of corruption at the profile's kind_rate (paper profile; the main kind "
+        "at that rate is in the noise-rate table).",
     ),
 )
-COMPARISONS: tuple[ComparisonSpec, ...] = ()
+
+
+AXIS_RATES = (0.25, 0.5)  # the noise-rate axis of the demo and paper profiles (noise_rates)
+
+
+def _spec(name: str, method: str, baseline: str, *, main: bool = False, metric: str = PRIMARY,
+          experiment: str = "main") -> ComparisonSpec:
+    return ComparisonSpec(
+        name=name, metric=metric, column="params.method", method=method, baseline=baseline, floor=FLOOR,
+        ceiling=CEILING, main=main, where={"experiment": experiment},
+    )
+
+
+COMPARISONS: tuple[ComparisonSpec, ...] = (
+    _spec("peer selection vs single network", "coteaching", "single", main=True),
+    _spec("cross-denoising (full) vs single network", "cross_denoise", "single"),
+    _spec("peer selection vs random drop", "coteaching", "random_drop"),
+    _spec("random drop (two networks) vs single network", "random_drop", "single"),
+    _spec("noise-tolerant loss on top of peer selection", "no_cross_learning", "coteaching"),
+    _spec("cross learning on top (full vs without it)", "cross_denoise", "no_cross_learning"),
+    _spec("agreement variant vs full cross-denoising", "agreement", "cross_denoise"),
+    _spec("agreement variant vs single network", "agreement", "single"),
+    _spec("agreement variant vs the same peers without cross learning", "agreement", "no_cross_learning"),
+    _spec("peer selection vs single network, source test set", "coteaching", "single", metric=f"source/{PRIMARY}"),
+    _spec("cross-denoising vs single network, clean masks", "cross_denoise", "single", experiment="clean"),
+    *(
+        ComparisonSpec(
+            name=f"peer selection vs single network, {rate:.0%} eroded (noise-rate axis)", metric=PRIMARY,
+            column="params.method", method="coteaching", baseline="single", floor=FLOOR, ceiling=CEILING,
+            where={"experiment": "noise_rate", "params.rate": rate},
+        )
+        for rate in AXIS_RATES
+    ),
+    ComparisonSpec(
+        name="the corruption's damage (single network, corrupted vs clean masks)", metric=PRIMARY, column="experiment",
+        method="main", baseline="clean", floor=FLOOR, ceiling=CEILING, where={"params.method": "single"},
+    ),
+)
 
 
 def metrics_table(rows: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
@@ -78,317 +109,109 @@ def metrics_table(rows: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
     return results.summarize(rows, list(METRIC_NAMES), by=tuple(by), percent=PERCENT, names=METRIC_NAMES)
 
 
-# ---------------------------------------------------------------------------------------------
-# The data and its noise
+def source_table(rows: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
+    """The same networks on the source domain's test images (clean masks), mean ± std over seeds."""
+    return results.summarize(rows, list(SOURCE_NAMES), by=tuple(by), percent=[k for k in SOURCE_NAMES if "dice" in k],
+                             names=SOURCE_NAMES)
 
 
-def _overlay(ax, image: torch.Tensor, mask: torch.Tensor | np.ndarray | None, title: str = "") -> None:
-    ax.imshow(image.permute(1, 2, 0).clamp(0, 1).numpy())
-    if mask is not None:
-        m = np.asarray(mask)
-        for level, colour in ((1, "lime"), (2, "cyan")):
-            if (m >= level).any() and not (m >= level).all():
-                ax.contour(m >= level, levels=[0.5], colors=colour, linewidths=1.0)
-    ax.set_title(title, fontsize=8)
-    ax.axis("off")
+def results_frame(records) -> pd.DataFrame:
+    """The runs' records as one table (:func:`medlab.results.to_frame`) with the columns the chapter
+    shows: ``method`` (its label), ``rate %`` and ``kind``."""
+    frame = results.to_frame(records)
+    frame = frame[frame["experiment"] != "throughput"].copy() if "experiment" in frame else frame
+    frame["method"] = frame["params.method"].map(METHOD_LABELS)
+    frame["rate %"] = (frame["params.rate"] * 100).round().astype(int)
+    frame["kind"] = frame["params.kind"]
+    return frame
 
 
-def domains_figure(data: ChapterData, count: int = 6):
-    """Source and target images side by side."""
+def noise_axis_figure(frame: pd.DataFrame, kind: str, methods: Sequence[str], metrics: Sequence[str] = (PRIMARY, "dice/optic disc", "dice/optic cup")):
+    """``metrics`` on the target test images against the share of training masks corrupted by ``kind``,
+    one line per method: the mean over seeds with its 95% t-interval (seaborn)."""
     import matplotlib.pyplot as plt
+    import seaborn as sns
 
-    fig, axes = plt.subplots(2, count, figsize=(1.6 * count, 3.5), squeeze=False)
-    for row, (name, (images, masks)) in enumerate((("source", data.source_train), ("target", data.target_test))):
-        for col in range(min(count, len(images))):
-            _overlay(axes[row, col], images[col], masks[col] if col >= count // 2 else None)
-        axes[row, 0].set_title(f"{name} domain", fontsize=9, loc="left")
-    fig.tight_layout()
-    return fig
-
-
-def noise_examples_figure(data: ChapterData, seed: int = 0, strength: float = 1.0, samples: int = 3):
-    """Source images with their clean mask and one corruption of each kind (disc green, cup cyan)."""
-    import matplotlib.pyplot as plt
-
-    images, clean = data.source_train
-    chosen = range(min(samples, len(images)))
-    fig, axes = plt.subplots(len(chosen), 2 + len(NOISE_KINDS), figsize=(1.6 * (2 + len(NOISE_KINDS)), 1.7 * len(chosen)), squeeze=False)
-    for row, i in enumerate(chosen):
-        _overlay(axes[row, 0], images[i], None, "image" if row == 0 else "")
-        _overlay(axes[row, 1], images[i], clean[i], "clean mask" if row == 0 else "")
-        for col, kind in enumerate(NOISE_KINDS, start=2):
-            noisy = corrupted_masks(clean[i : i + 1], 1.0, kind, seed + i, strength)[0][0]
-            _overlay(axes[row, col], images[i], noisy, kind if row == 0 else "")
-    fig.tight_layout()
-    return fig
-
-
-def noise_damage_table(data: ChapterData, strength: float = 1.0, seed: int = 0) -> pd.DataFrame:
-    """Dice (%) of every source training mask corrupted by each kind of noise against the clean mask."""
-    clean = data.source_train[1]
-    damage = {}
-    for kind in NOISE_KINDS:
-        noisy = corrupted_masks(clean, 1.0, kind, seed=seed, strength=strength)[0]
-        dice = metrics.region_dice_hd95(noisy, clean, REGIONS, hd95=False)
-        damage[kind] = {f"Dice {r} %": 100 * dice[f"dice/{r}"].mean() for r in REGIONS}
-    return pd.DataFrame(damage).T.round(1)
-
-
-def key_weights_figure(data: ChapterData, band: float, kind: str = "dilation"):
-    """One source image, its mask corrupted by ``kind``, and the key-location weights of Eq. (3) of
-    that noisy mask (white: full weight, black: none)."""
-    import matplotlib.pyplot as plt
-
-    example = corrupted_masks(data.source_train[1][:1], 1.0, kind, seed=0)[0][0]
-    fig, axes = plt.subplots(1, 3, figsize=(7.5, 2.6))
-    axes[0].imshow(data.source_train[0][0].permute(1, 2, 0).numpy())
-    axes[0].set_title("image", fontsize=9)
-    axes[1].imshow(example, cmap="viridis")
-    axes[1].set_title(f"noisy mask ({kind})", fontsize=9)
-    axes[2].imshow(key_location_weights(example.numpy(), band), cmap="gray", vmin=0, vmax=1)
-    axes[2].set_title("key-location weights", fontsize=9)
-    for ax in axes:
-        ax.axis("off")
-    fig.tight_layout()
-    return fig
-
-
-# ---------------------------------------------------------------------------------------------
-# Figures and tables of the runs
-
-
-def predictions_figure(
-    records: Sequence[Mapping[str, Any]], data: ChapterData, *, rate: float, seed: int, methods: Sequence[str], samples: int = 4
-):
-    """Source training images (image, clean mask, the noisy mask the runs trained on) and target test
-    images (image, clean mask, each method's prediction), for the runs at ``rate`` (mixed noise) and
-    ``seed``, whose checkpoints are read from their run folders."""
-    import matplotlib.pyplot as plt
-
-    runs = {}
-    for m in methods:
-        found = results.select(records, method=m, rate=rate, kind=MIXED, seed=seed)
-        if not found:
-            raise ValueError(f"no record of {m} at rate {rate:g} (mixed), seed {seed}")
-        runs[m] = found[0]
-    strength = next(iter(runs.values()))["params"]["noise_strength"]
-    noisy = corrupted_masks(data.source_train[1], rate, MIXED, seed, strength)
-    corrupted = np.flatnonzero(noisy[1].numpy())[:samples]
-    models = {m: load_peers(record) for m, record in runs.items()}
-    columns = 2 + len(methods)
-    fig, axes = plt.subplots(2 * samples, columns, figsize=(1.7 * columns, 1.75 * 2 * samples), squeeze=False)
-    for row, i in enumerate(corrupted):
-        image = data.source_train[0][i]
-        _overlay(axes[row, 0], image, None, "source image" if row == 0 else "")
-        _overlay(axes[row, 1], image, data.source_train[1][i], "clean mask" if row == 0 else "")
-        _overlay(axes[row, 2], image, noisy[0][i], f"noisy mask ({noisy[2][i]})")
-        for col in range(3, columns):
-            axes[row, col].axis("off")
-    images, masks = data.target_test
-    with torch.no_grad():
-        predictions = {m: model(images[:samples]).argmax(1) for m, model in models.items()}
-    for k in range(samples):
-        row = samples + k
-        _overlay(axes[row, 0], images[k], None, "target image" if k == 0 else "")
-        _overlay(axes[row, 1], images[k], masks[k], "clean mask" if k == 0 else "")
-        for col, m in enumerate(methods, start=2):
-            dice = metrics.region_dice_hd95(predictions[m][k : k + 1], masks[k : k + 1], REGIONS, hd95=False)
-            name = METHOD_LABELS[m].split(" (")[0]
-            _overlay(axes[row, col], images[k], predictions[m][k],
-                     f"{name}\nDice {dice['dice/optic disc'][0]:.2f} / {dice['dice/optic cup'][0]:.2f}")
-    fig.suptitle(f"{rate:.0%} of the training masks corrupted, seed {seed} (Dice disc / cup)", fontsize=9)
-    fig.tight_layout()
-    return fig
-
-
-def _selection(record: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    path = results.run_folder(record) / SELECTION_FILE
-    if not path.exists():
-        raise FileNotFoundError(f"no selection record {path}: a run of a two-network method writes it")
-    with np.load(path) as saved:
-        return {k: saved[k] for k in saved.files}
-
-
-def selection_figure(record: Mapping[str, Any], title: str = ""):
-    """What each peer of a run selected for the other, against which training masks were actually
-    corrupted: per epoch the share of its picks that were corrupted (random picking gives the dashed
-    line), and the pick rate of every sample (rows: clean samples first, then corrupted, grouped by kind)."""
-    import matplotlib.pyplot as plt
-
-    saved = _selection(record)
-    picked, offered, corrupted, kinds = saved["picked"], saved["offered"], saved["corrupted"].astype(bool), saved["kinds"]
-    summary = selection_summary(picked, offered, corrupted)
-    epochs = np.arange(1, picked.shape[1] + 1)
-    order = np.lexsort((kinds, corrupted))
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6), gridspec_kw={"width_ratios": [1.2, 1, 1]})
-    ax = axes[0]
-    ax.plot(epochs, summary["offered_corrupted"], "k--", label="share in the batches (random picking)")
-    for peer, colour in zip("ab", ("tab:red", "tab:orange")):
-        ax.plot(epochs, summary[f"picked_corrupted_{peer}"], color=colour, label=f"picked by peer {peer.upper()}")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("corrupted share of the picks")
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    rate = picked / np.maximum(offered[None], 1)
-    clean = int((~corrupted).sum())
-    for peer, ax in enumerate(axes[1:]):
-        im = ax.imshow(rate[peer][:, order].T, aspect="auto", cmap="viridis", vmin=0, vmax=1, interpolation="nearest",
-                       extent=(0.5, picked.shape[1] + 0.5, len(order), 0))
-        ax.axhline(clean, color="white", lw=1.5)
-        ax.set_xlabel("epoch")
-        ax.set_title(f"peer {'AB'[peer]}: pick rate per sample", fontsize=9)
-        ax.set_yticks([clean / 2, (clean + len(order)) / 2], [f"clean\n({clean})", f"corrupted\n({len(order) - clean})"] if peer == 0 else ["", ""])
-    fig.colorbar(im, ax=axes[2], fraction=0.05)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return fig
-
-
-def picks_by_kind(record: Mapping[str, Any]) -> pd.DataFrame:
-    """The share (%) of each kind's training masks (and of the clean ones) that the peers of a run
-    still picked in its last epoch."""
-    saved = _selection(record)
-    last = saved["picked"][:, -1].sum(0) / np.maximum(saved["offered"][-1] * saved["picked"].shape[0], 1)
-    kinds = np.where(saved["corrupted"], saved["kinds"], "clean")
-    return pd.Series(last).groupby(kinds).mean().mul(100).round(1).to_frame("picked in the last epoch %")
-
-
-def noise_rate_figure(frame: pd.DataFrame):
-    """Target Dice of the disc and the cup, and the vCDR error, against the noise rate (mixed noise),
-    mean ± std over seeds, one line per method."""
-    import matplotlib.pyplot as plt
-
-    rows = frame[(frame["params.kind"] == MIXED) & frame["params.method"].isin(list(COLOURS))]
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
-    for ax, metric, scale, name in zip(
-        axes, ("dice/optic disc", "dice/optic cup", "vcdr_error"), (100, 100, 1), ("Dice disc (%)", "Dice cup (%)", "vCDR absolute error")
-    ):
-        for method, group in rows.groupby("params.method"):
-            stats = group.groupby("params.rate")[f"metrics.{metric}"].agg(["mean", "std"]).fillna(0)
-            ax.errorbar(stats.index * 100, stats["mean"] * scale, yerr=stats["std"] * scale, marker="o", capsize=3,
-                        color=COLOURS.get(method), label=METHOD_LABELS[method])
-        ax.set_xlabel("training masks corrupted (%)")
-        ax.set_ylabel(f"target {name}")
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    return fig
-
-
-def curves_figure(records: Sequence[Mapping[str, Any]], rate: float, kind: str = MIXED):
-    """Target Dice (disc and cup) after every epoch at one noise rate, mean over seeds, per method: a
-    network that memorises the corrupted masks rises and then falls."""
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
-    for method in COLOURS:
-        chosen = results.select(records, method=method, rate=rate, kind=kind)
-        if not chosen:
-            continue
-        for ax, key in zip(axes, ("val/target_dice_disc", "val/target_dice_cup")):
-            curves = results.history(chosen, key) * 100
-            mean, std = curves.mean(0), curves.std(0)
-            epochs = np.arange(1, len(mean) + 1)
-            ax.plot(epochs, mean, color=COLOURS[method], label=METHOD_LABELS[method])
-            ax.fill_between(epochs, mean - std, mean + std, color=COLOURS[method], alpha=0.15)
-    for ax, name in zip(axes, ("disc", "cup")):
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(f"target Dice {name} (%)")
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
-    fig.suptitle(f"{rate:.0%} of the training masks corrupted ({kind})", fontsize=10)
-    fig.tight_layout()
-    return fig
-
-
-def pseudo_label_table(records: Sequence[Mapping[str, Any]]) -> pd.DataFrame | None:
-    """How good the cross-learning pseudo-labels were (runs with mixed noise): the share (%) of the
-    kept target pixels whose pseudo-label matches the (never used) target mask in the last epoch,
-    all pixels and cup pixels, mean over the peers; None without a run with cross learning."""
-    rows = []
-    for r in records:
-        if not METHODS[r["params"]["method"]].cross_learning or r["params"]["kind"] != MIXED:
-            continue
-        last_epoch = r["history"][-1]
-        rows.append({
-            "method": METHOD_LABELS[r["params"]["method"]], "rate %": round(r["params"]["rate"] * 100), "seed": r["seed"],
-            "metrics.pseudo_all": np.mean([last_epoch.get(f"train/pseudo_label_accuracy_{p}", np.nan) for p in "ab"]),
-            "metrics.pseudo_cup": np.mean([last_epoch.get(f"train/pseudo_cup_accuracy_{p}", np.nan) for p in "ab"]),
+    rows = frame[(frame["params.kind"] == kind) & frame["params.method"].isin(list(methods))]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.5), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        data = pd.DataFrame({
+            "corrupted %": rows["params.rate"] * 100, "value": rows[f"metrics.{metric}"] * 100,
+            "method": rows["params.method"].map(METHOD_LABELS),
         })
-    if not rows:
+        sns.pointplot(
+            data=data, x="corrupted %", y="value", hue="method", native_scale=True, errorbar=t_interval,
+            dodge=0.25 if data["method"].nunique() > 1 else False,
+            capsize=0.15, ax=ax, palette={METHOD_LABELS[m]: COLOURS.get(m, "k") for m in methods},
+            hue_order=[METHOD_LABELS[m] for m in methods if METHOD_LABELS[m] in set(data["method"])],
+        )
+        ax.set_xlabel(f"training masks corrupted by {kind} (%)")
+        ax.set_ylabel(f"target {METRIC_NAMES[metric]}")
+        ax.grid(alpha=0.3)
+        if ax is not axes[0][0] and ax.get_legend() is not None:
+            ax.get_legend().remove()
+    if axes[0][0].get_legend() is not None:
+        axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+PSEUDO_NAMES = {
+    "pseudo/kept": "pixels kept %", "pseudo/accuracy": "kept pixels right %", "pseudo/cup_precision": "kept cup pixels right %",
+    "pseudo/cup_coverage": "true cup kept %", "pseudo/cup_confidence": "peer's confidence on kept cup %",
+}
+
+
+def pseudo_label_table(frame: pd.DataFrame) -> pd.DataFrame | None:
+    """The pseudo-labels of Eq. (6) the trained peers would hand each other on the target training
+    images (their masks are read only to measure), per method and share of corrupted masks: mean ± std
+    over seeds (%); None without a two-network run. A run whose peers would keep no cup pixel (the
+    agreement variant can) has no cup precision and is left out."""
+    if "metrics.pseudo/cup_precision" not in frame:
         return None
-    return results.summarize(
-        pd.DataFrame(rows), ["pseudo_all", "pseudo_cup"], by=("method", "rate %"), percent=["pseudo_all", "pseudo_cup"],
-        names={"pseudo_all": "all pixels %", "pseudo_cup": "cup pixels %"},
-    )
+    rows = frame[frame["metrics.pseudo/cup_precision"].notna()]
+    if rows.empty:
+        return None
+    return results.summarize(rows, list(PSEUDO_NAMES), by=("method", "rate %"), percent=list(PSEUDO_NAMES), names=PSEUDO_NAMES)
+
+
+def pseudo_history(records, rate: float, kind: str, methods: Sequence[str]) -> pd.DataFrame:
+    """Per epoch, the share (%) of the cup pixels the peers kept as pseudo-labels during training that
+    were cup in the (never used) target mask, mean over peers and seeds (NaN before cross learning)."""
+    import warnings
+
+    columns = {}
+    for method in methods:
+        chosen = results.select(records, method=method, rate=rate, kind=kind)
+        if chosen and METHODS[method].cross_learning:
+            curves = np.stack([results.history(chosen, f"train/pseudo_cup_accuracy_{p}") for p in "ab"])
+            with warnings.catch_warnings():  # the epochs before cross learning have no value
+                warnings.simplefilter("ignore", RuntimeWarning)
+                columns[METHOD_LABELS[method]] = np.round(np.nanmean(curves, axis=(0, 1)) * 100, 1)
+    table = pd.DataFrame(columns)
+    table.index = np.arange(1, len(table) + 1)
+    table.index.name = "epoch"
+    return table
 
 
 # ---------------------------------------------------------------------------------------------
 # What the runs show
 
 
-def _paired(group: pd.DataFrame, metric: str, a: str, b: str) -> str | None:
-    """``a - b`` on ``metric``, paired by seed, in words (None when no seed has both)."""
-    d = paired(group, metric, "params.method", a, b)
-    if d.n == 0:
-        return None
-    test = f", p = {d.p_value:.2f}" if not np.isnan(d.p_value) else ""
-    return f"{spread(d)} (ahead on {d.wins}/{d.n} seeds{test})"
-
-
-def findings(frame: pd.DataFrame) -> str:
-    """A plain-language summary written from the records (Markdown): the full method against the single
-    network and Co-teaching at every noise rate and kind (mean Dice of disc and cup on the target,
-    paired by seed), how well the peers' selection avoided corrupted masks, and the ablation."""
-    lines: list[str] = []
-    mixed = frame[frame["params.kind"] == MIXED]
-    wins: dict[str, list[bool]] = {"single": [], "coteaching": []}
-    names = {"single": "the single network", "coteaching": "Co-teaching"}
-    for rate, group in mixed.groupby("params.rate", sort=True):
-        parts = []
-        for baseline in ("single", "coteaching"):
-            text = _paired(group, "mean_dice", "cross_denoise", baseline)
-            if text is None:
-                continue
-            parts.append(f"minus {names[baseline]} {text}")
-            wins[baseline].append(paired(group, "mean_dice", "params.method", "cross_denoise", baseline).mean > 0)
-        if parts:
-            lines.append(f"- **{rate:.0%} corrupted (mixed kinds)**, cross-denoising " + "; ".join(parts) + ".")
-    verdicts = []
-    for baseline, ahead in wins.items():
-        if ahead:
-            k, n = sum(ahead), len(ahead)
-            where = "at every noise rate" if k == n else ("at no noise rate" if k == 0 else f"at {k} of {n} noise rates")
-            verdicts.append(f"its mean target Dice is above that of {names[baseline]} {where}")
-    if verdicts:
-        lines.insert(0, "**Overall (mean of disc and cup Dice on the target domain).** Cross-denoising: " + "; ".join(verdicts) + ".\n")
-    kinds = frame[(frame["experiment"] == "noise_kind")]
-    parts = []
-    for kind, group in kinds.groupby("params.kind"):
-        text = _paired(group, "mean_dice", "cross_denoise", "single")
-        if text is not None:
-            parts.append(f"{kind} {text}")
-    if parts:
-        lines.append("- **Noise kinds** (each alone), cross-denoising minus the single network: " + "; ".join(parts) + ".")
+def findings(frame: pd.DataFrame, verdicts: list[dict] | None = None) -> str:
+    """"What the runs show" in words that follow the intervals: the verdicts of :data:`COMPARISONS`
+    (``verdicts``, e.g. from :func:`medlab.report.chapter_verdicts`, else evaluated on ``frame``) by
+    :func:`medlab.report.verdicts_markdown`, then how well the peers' selection avoided the corrupted
+    masks at the main corruption."""
+    lines = [verdicts_markdown(evaluate_all(COMPARISONS, frame) if verdicts is None else verdicts, METHOD_LABELS)]
     if "metrics.picked_corrupted" in frame:
-        picks = frame[(frame["params.method"] == "cross_denoise") & (frame["params.kind"] == MIXED) & frame["metrics.picked_corrupted"].notna()]
-        for rate, group in picks.groupby("params.rate", sort=True):
-            share = group["metrics.picked_corrupted"]
+        picks = frame[(frame["experiment"] == "main") & frame["metrics.picked_corrupted"].notna()]
+        for method, group in picks.groupby("params.method", sort=False):
+            share, rate = group["metrics.picked_corrupted"], float(group["params.rate"].iloc[0])
+            lo, hi = t_interval(share.to_numpy())
+            interval = f" (95% interval {lo:.0%} to {hi:.0%})" if np.isfinite(lo) else ""
             lines.append(
-                f"- **Selection at {rate:.0%}**: after the warm-up, {share.mean():.0%} ± {share.std():.0%} of the masks "
-                f"the peers picked for each other were corrupted, against {rate:.0%} among those offered."
+                f"- **Selection, {METHOD_LABELS.get(method, method)}**: after the warm-up, {share.mean():.0%}{interval} of "
+                f"the masks the networks handed each other were corrupted, against {rate:.0%} among those offered."
             )
-    ablation = frame[frame["experiment"] == "ablation"]
-    if not ablation.empty:
-        rate = float(ablation["params.rate"].iloc[0])
-        group = pd.concat([mixed[mixed["params.rate"] == rate], ablation]).drop_duplicates("path")
-        parts = []
-        for method in sorted(set(ablation["params.method"]), key=list(METHODS).index):
-            text = _paired(group, "mean_dice", method, "cross_denoise")
-            if text is not None:
-                parts.append(f"{METHOD_LABELS[method]} {text}")
-        if parts:
-            lines.append(f"- **Ablation at {rate:.0%}**, each variant minus the full method: " + "; ".join(parts) + ".")
-    return "\n".join(lines) if lines else "No runs to compare."
+    return "\n".join(lines)

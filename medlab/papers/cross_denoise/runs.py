@@ -1,159 +1,34 @@
-"""Chapter 4 runs: the data and its corrupted masks, the training step, one run, and the grid."""
+"""Chapter 4 runs: the networks, the training step, the evaluation, one run, and the grid (the data
+and its corrupted masks are in :mod:`.data`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import Dataset
 
-from medlab import data as datasets
 from medlab import engine, experiment, metrics, results, runtime
 from medlab.engine import RunContext
 from medlab.experiment import Job, RunOutput, run_identity, run_once, unique
 
-from .config import CLASSES, METHODS, MIXED, NOISE_KINDS, REGIONS, SLUG, Method, Settings
+from .config import CLASSES, METHODS, NOISE_KINDS, REGIONS, SLUG, Method, Settings
+from .data import ChapterData, load_data, training_set
 from .method import (
     Peers,
+    agreed_pseudo_labels,
+    class_level_pseudo_labels,
     cross_weight,
-    key_location_weights,
     keep_ratio,
     peer_objective,
     segmentation_loss,
+    selection_count,
     small_loss_selection,
 )
 
 SELECTION_FILE = "selection.npz"
-
-
-# ---------------------------------------------------------------------------------------------
-# Data
-
-
-@dataclass
-class ChapterData:
-    """The chapter's four splits, stacked once: source images with clean masks (training masks are
-    corrupted per run), source test, unlabelled target training images, target test."""
-
-    source_train: tuple[torch.Tensor, torch.Tensor]
-    source_test: tuple[torch.Tensor, torch.Tensor]
-    target_train: tuple[torch.Tensor, torch.Tensor]
-    target_test: tuple[torch.Tensor, torch.Tensor]
-    info: dict[str, Any]
-
-
-_DATA_CACHE: dict[tuple, ChapterData] = {}
-
-
-def stack(dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every ``(image, mask)`` of ``dataset`` as two tensors, (N, 3, S, S) float and (N, S, S) int64."""
-    items = [dataset[i] for i in range(len(dataset))]
-    return torch.stack([x for x, _ in items]), torch.stack([torch.as_tensor(y) for _, y in items]).long()
-
-
-def load_data(config: Settings, data_dir: str | Path | None = None, target_data_dir: str | Path | None = None) -> ChapterData:
-    """Source REFUGE (``data_dir``: training images as source training set, validation images as
-    source test) and target Drishti-GS (``target_data_dir``: training images unlabelled, test images);
-    the synthetic look-alikes of each where the folder is None. Loaded once per process."""
-    key = (
-        config.image_size, config.n_source_train, config.n_source_test, config.n_target_train, config.n_target_test,
-        config.data_seed, *(None if d is None else str(Path(d).expanduser().resolve()) for d in (data_dir, target_data_dir)),
-    )
-    if key not in _DATA_CACHE:
-        parts = {
-            "source_train": ("refuge", "train", data_dir, config.n_source_train),
-            "source_test": ("refuge", "val", data_dir, config.n_source_test),
-            "target_train": ("drishti_gs", "train", target_data_dir, config.n_target_train),
-            "target_test": ("drishti_gs", "test", target_data_dir, config.n_target_test),
-        }
-        stacked, info = {}, {}
-        for part, (name, split, folder, n) in parts.items():
-            options = {"image_size": config.image_size}
-            if folder is None:
-                options.update(n=n, seed=config.data_seed)
-            dataset = datasets.load(name, split, data_dir=folder, **options)
-            stacked[part] = stack(dataset)
-            info[part] = {"kind": "synthetic" if folder is None else "real", "dataset": name, "split": split, "images": len(dataset)}
-        info["kind"] = "real" if data_dir is not None or target_data_dir is not None else "synthetic"
-        _DATA_CACHE[key] = ChapterData(info=info, **stacked)
-    return _DATA_CACHE[key]
-
-
-def check_data(config: Settings, data_dir: str | Path | None = None, target_data_dir: str | Path | None = None) -> None:
-    """Load both domains once, so that a bad folder fails before any training starts."""
-    load_data(config, data_dir, target_data_dir)
-
-
-def noise_seed(seed: int, rate: float, kind: str) -> int:
-    """The seed of a run's corrupted masks: the same for every method at one seed, rate and kind."""
-    return int(runtime.stable_hash({"seed": seed, "rate": rate, "kind": kind}, 8), 16)
-
-
-def corrupted_masks(clean: torch.Tensor, rate: float, kind: str, seed: int, strength: float = 1.0):
-    """The training masks of a run: ``rate`` of them corrupted with ``kind`` (or :data:`MIXED`).
-    Returns ``(noisy, corrupted, kinds)`` as :func:`medlab.data.mask_noise.corrupt_masks`."""
-    from medlab.data.mask_noise import corrupt_masks
-
-    if kind != MIXED and kind not in NOISE_KINDS:
-        raise ValueError(f"unknown noise kind {kind!r}; expected {MIXED!r} or one of {', '.join(NOISE_KINDS)}")
-    kinds = NOISE_KINDS if kind == MIXED else (kind,)
-    noisy, corrupted, drawn = corrupt_masks(
-        clean.numpy().astype(np.uint8), rate, kinds, seed=noise_seed(seed, rate, kind), strength=strength
-    )
-    return torch.from_numpy(noisy.astype(np.int64)), torch.from_numpy(np.asarray(corrupted, dtype=bool)), list(drawn)
-
-
-class TensorPairs(Dataset):
-    """``(image, mask)`` pairs from two stacked tensors."""
-
-    def __init__(self, images: torch.Tensor, masks: torch.Tensor):
-        self.images, self.masks = images, masks
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, index: int):
-        return self.images[index], self.masks[index]
-
-
-class NoisyTrainingSet(Dataset):
-    """Source images with their noisy masks and key-location weights, each paired with a target image
-    (unlabelled: its mask is kept only to report how good the pseudo-labels are, never to train).
-    A sample is a dict: ``index``, ``image``, ``noisy_mask``, ``key_weights``, ``target_image``,
-    ``target_mask``."""
-
-    def __init__(self, images: torch.Tensor, noisy_masks: torch.Tensor, key_weights: torch.Tensor, target: Dataset, seed: int):
-        self.images, self.noisy_masks, self.key_weights, self.target = images, noisy_masks, key_weights, target
-        self.pairing = np.random.default_rng(seed).permutation(max(len(images), len(target))) % len(target)
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        target_image, target_mask = self.target[int(self.pairing[index])]
-        return {
-            "index": index,
-            "image": self.images[index],
-            "noisy_mask": self.noisy_masks[index],
-            "key_weights": self.key_weights[index],
-            "target_image": target_image,
-            "target_mask": target_mask,
-        }
-
-
-def training_set(config: Settings, data: ChapterData, rate: float, kind: str, seed: int):
-    """The noisy training set of one run and what was done to it: ``(dataset, noisy, corrupted, kinds)``."""
-    images, clean = data.source_train
-    noisy, corrupted, kinds = corrupted_masks(clean, rate, kind, seed, config.noise_strength)
-    weights = torch.from_numpy(
-        np.stack([key_location_weights(m, config.boundary_band, config.boundary_floor) for m in noisy.numpy()])
-    )
-    dataset = NoisyTrainingSet(images, noisy, weights, TensorPairs(*data.target_train), seed)
-    return dataset, noisy, corrupted, kinds
+CURVE_IMAGES = 64  # the target test images scored after every epoch, for the curves only
 
 
 # ---------------------------------------------------------------------------------------------
@@ -202,12 +77,17 @@ def training_step(
 
     plain = [segmentation_loss(z, noisy) for z in logits]
     ratio = keep_ratio(epoch, forget_rate, config.selection_epochs) if method.selection else 1.0
-    chosen = [small_loss_selection(loss, ratio) for loss in plain]
+    if method.random_selection:  # the control: as many samples as Eq. (2) keeps, drawn at random
+        count = selection_count(len(images), ratio)
+        chosen = [torch.randperm(len(images), device=images.device)[:count] for _ in plain]
+    else:
+        chosen = [small_loss_selection(loss, ratio) for loss in plain]
     model.record_selection(epoch, batch["index"], chosen)
 
     lam = cross_weight(epoch, config.cross_weight, config.selection_epochs, config.cross_ramp_epochs) if method.cross_learning else 0.0
-    target_logits, target_masks = [None, None], None
-    if lam > 0:  # the masks follow their images' flips (they only score the pseudo-labels)
+    target_logits = [None, None]
+    if lam > 0:
+        # the target masks are flipped with their images: they only measure the pseudo-labels, never train
         target_images, target_masks = flip_half(batch["target_image"], batch["target_mask"])
         target_logits = [net(target_images) for net in model.nets]
     # the peer's verdicts count only after the warm-up: before, it rejects what it has not learned yet
@@ -220,6 +100,7 @@ def training_step(
             noise_tolerant=method.noise_tolerant, confidence=confidence, cross_weight=lam,
             target_logits=target_logits[learner], peer_target_logits=target_logits[mentor],
             fraction=config.confident_fraction, class_level=method.class_level,
+            agreement=config.agreement_confidence if method.agreement else None,
         )
         out[f"supervised_{name}"] = parts["supervised"].detach()
         if lam > 0:
@@ -268,6 +149,42 @@ def segmentation_scores(probabilities: torch.Tensor, masks: torch.Tensor, hd95: 
     return scores
 
 
+@torch.no_grad()
+def pseudo_label_quality(
+    model: Peers, images: torch.Tensor, masks: torch.Tensor, config: Settings, method: Method, device: torch.device
+) -> dict[str, float]:
+    """The pseudo-labels of Eq. (6) the trained peers would hand each other on ``images`` (the target
+    training images; their masks are read here only, to measure), by the run's rule (the class-level
+    top share, the global one, or the agreement variant; the class-level rule for a method without
+    cross learning): the share of pixels kept, their accuracy and, for the cup, the precision of the
+    kept cup pixels, the share of the true cup they cover and the peer's mean confidence on them."""
+    model.eval()
+    logits = [torch.cat([net(images[i : i + 64].to(device)).float().cpu() for i in range(0, len(images), 64)]) for net in model.nets]
+    model.train()
+    totals = dict.fromkeys(("pixels", "kept", "correct", "cup_kept", "cup_right", "cup_true", "cup_confidence"), 0.0)
+    for learner in (0, 1):
+        mentor = logits[1 - learner]
+        if method.agreement:
+            labels, keep = agreed_pseudo_labels(mentor, logits[learner], config.agreement_confidence)
+        else:
+            labels, keep = class_level_pseudo_labels(mentor, config.confident_fraction, method.class_level)
+        confidence = torch.softmax(mentor, 1).amax(1)
+        cup = keep & (labels == 2)
+        totals["pixels"] += masks.numel()
+        totals["kept"] += float(keep.sum())
+        totals["correct"] += float((keep & (labels == masks)).sum())
+        totals["cup_kept"] += float(cup.sum())
+        totals["cup_right"] += float((cup & (masks == 2)).sum())
+        totals["cup_true"] += float((masks == 2).sum())
+        totals["cup_confidence"] += float(confidence[cup].sum())
+    share = lambda a, b: totals[a] / totals[b] if totals[b] else float("nan")  # noqa: E731
+    return {
+        "pseudo/kept": share("kept", "pixels"), "pseudo/accuracy": share("correct", "kept"),
+        "pseudo/cup_precision": share("cup_right", "cup_kept"), "pseudo/cup_coverage": share("cup_right", "cup_true"),
+        "pseudo/cup_confidence": share("cup_confidence", "cup_kept"),
+    }
+
+
 def selection_summary(picked: np.ndarray, offered: np.ndarray, corrupted: np.ndarray) -> dict[str, list[float]]:
     """Per peer and epoch: the share of the samples a peer selected that were corrupted, against the
     share of corrupted samples among those offered (what random selection would give)."""
@@ -308,7 +225,8 @@ def train(config: Settings, data: ChapterData, job: Job, run: RunContext) -> Run
         m.steps_done += 1
 
     def evaluate(m: Peers) -> dict[str, float]:  # tracked for the curves; never used to pick an epoch
-        scores = segmentation_scores(predict(m, target_images, run.device), target_masks, hd95=False)
+        images, masks = target_images[:CURVE_IMAGES], target_masks[:CURVE_IMAGES]
+        scores = segmentation_scores(predict(m, images, run.device), masks, hd95=False)
         return {"target_dice_disc": scores["dice/optic disc"], "target_dice_cup": scores["dice/optic cup"]}
 
     fit = engine.fit(
@@ -317,7 +235,7 @@ def train(config: Settings, data: ChapterData, job: Job, run: RunContext) -> Run
         after_step=after_step,
     )
     scores = segmentation_scores(predict(model, target_images, run.device), target_masks)
-    source = segmentation_scores(predict(model, data.source_test[0], run.device), data.source_test[1])
+    source = segmentation_scores(predict(model, data.source_test[0], run.device), data.source_test[1], hd95=False)
     scores.update({f"source/{k}": v for k, v in source.items()})
     clean = data.source_train[1]
     noisy_dice = metrics.region_dice_hd95(noisy, clean, REGIONS, hd95=False)
@@ -326,6 +244,7 @@ def train(config: Settings, data: ChapterData, job: Job, run: RunContext) -> Run
     scores["corrupted_fraction"] = float(corrupted.float().mean())
     artifacts: dict[str, Any] = {}
     if spec.peers:
+        scores.update(pseudo_label_quality(model, *data.target_train, config, spec, run.device))
         picked, offered = model.picked.cpu().numpy(), model.offered.cpu().numpy()
         np.savez_compressed(
             run.path(SELECTION_FILE), picked=picked, offered=offered, corrupted=corrupted.numpy(),
@@ -357,18 +276,24 @@ def load_peers(record: Mapping[str, Any]) -> Peers:
 
 
 def grid(config: Settings) -> list[Job]:
-    """The noise-rate sweep (every method, mixed noise), the noise-kind sweep and the ablation. A cell
-    shared by two experiments (e.g. the full method at the ablation's rate) runs once, under the
-    first; the longest runs (two peers with cross learning) come first, so the workers finish together."""
+    """The experiments of :class:`Settings`: ``main`` (every method at the main corruption), ``clean``,
+    ``noise_rate`` and ``noise_kind``. A cell shared by two experiments runs once, under the first (so
+    every run at the main corruption is a ``main`` run); the longest runs (two peers with cross
+    learning) come first, so the workers finish together."""
+    axis_seeds = config.axis_seeds or config.seeds
     jobs = [
-        experiment.job("noise_rate", s, method=m, kind=MIXED, rate=r)
-        for r in config.noise_rates for m in config.methods for s in config.seeds
+        experiment.job("main", s, method=m, kind=config.main_kind, rate=config.main_rate)
+        for m in config.methods for s in config.seeds
+    ]
+    jobs += [experiment.job("clean", s, method=m, kind=config.main_kind, rate=0.0) for m in config.clean_methods for s in config.seeds]
+    jobs += [
+        experiment.job("noise_rate", s, method=m, kind=config.main_kind, rate=r)
+        for r in config.noise_rates for m in config.rate_methods for s in axis_seeds
     ]
     jobs += [
         experiment.job("noise_kind", s, method=m, kind=k, rate=config.kind_rate)
-        for k in NOISE_KINDS for m in config.kind_methods for s in config.seeds
+        for k in NOISE_KINDS for m in config.kind_methods for s in axis_seeds
     ]
-    jobs += [experiment.job("ablation", s, method=m, kind=MIXED, rate=config.ablation_rate) for m in config.ablation for s in config.seeds]
     return sorted(unique(jobs), key=lambda j: (not METHODS[j.method].cross_learning, not METHODS[j.method].peers))
 
 

@@ -9,9 +9,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from medlab import engine, results, runtime
 
-from .config import METHODS, MIXED, SLUG, Settings
+from .config import METHODS, SLUG, Settings
 from .method import key_location_weights
-from .runs import ChapterData, NoisyTrainingSet, make_peers, training_set, training_step
+from .data import ChapterData, NoisyTrainingSet, training_set
+from .runs import make_peers, training_step
 
 
 class HostWeights(Dataset):
@@ -41,7 +42,7 @@ def measure_training_throughput(
       (``.item()``) after every step.
     """
     spec = METHODS[method]
-    dataset = training_set(config, data, config.ablation_rate, MIXED, 0)[0]
+    dataset = training_set(config, data, config.main_rate, config.main_kind, 0)[0]
     batch = config.batch_size
     measured: dict[str, float] = {}
     for mode in ("device", "plain"):
@@ -64,7 +65,7 @@ def measure_training_throughput(
         def step(item, optimised=optimised, channels_last=channels_last, model=model, optimizer=optimizer):
             item = engine.to_device(item, device, channels_last)
             with engine.autocast_for(device, optimised):
-                out = training_step(model, item, config, spec, config.ablation_rate, len(dataset) // batch)
+                out = training_step(model, item, config, spec, config.main_rate, len(dataset) // batch)
             optimizer.zero_grad(set_to_none=True)
             out["loss"].backward()
             optimizer.step()
