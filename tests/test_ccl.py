@@ -146,26 +146,29 @@ def test_findings_are_written_from_the_records():
     import pandas as pd
 
     rows = []
-    for seed, (hard, soft) in enumerate([(0.50, 0.55), (0.52, 0.56), (0.49, 0.50)]):
-        for method, value in (("hard", hard), ("ccl", soft)):
+    hard_ccl = [(0.70, 0.73), (0.72, 0.74), (0.69, 0.72), (0.71, 0.74), (0.70, 0.72)]
+    for seed, (hard, soft) in enumerate(hard_ccl):
+        for method, value in (("hard", hard), ("ccl", soft), ("ccl_no_cc", soft - 0.01)):
             rows.append(
                 {
-                    "experiment": "comparison",
+                    "experiment": "ablation" if method == "ccl_no_cc" else "comparison",
                     "seed": seed,
                     "params.backbone": "net",
                     "params.method": method,
                     "metrics.balanced_accuracy": value,
-                    "metrics.ece": 0.1,
-                    "metrics.ccl_correlation_spearman": 0.5 if method == "ccl" else np.nan,
+                    "metrics.n_eval": 2800.0,
+                    "metrics.ccl_correlation_spearman": 0.5 if method == "ccl" else (0.1 if method == "ccl_no_cc" else np.nan),
                     "metrics.classifier_cosine_spearman": 0.3,
                 }
             )
     text = ccl.findings(pd.DataFrame(rows))
-    assert (
-        "CCL-Net minus hard labels: balanced accuracy +3.3 points ± 2.1 (CCL-Net ahead on 3 of 3 seeds; paired t-test p = 0.11)"
-        in text
+    assert text.startswith(
+        "- (main) **CCL-Net vs hard labels**: CCL-Net minus hard labels, balanced accuracy +2.6 points (95% interval"
     )
-    assert "Spearman 0.50 ± 0.00 (3 runs)" in text
+    assert "5 seeds, 2800 test items): CCL-Net is better." in text
+    assert "**CCL-Net vs label smoothing**: void — no records of label_smoothing." in text
+    assert "**CCL-Net vs CCL-Net w/o L_cc**: CCL-Net minus CCL-Net w/o L_cc" in text
+    assert "Spearman 0.50 (95% interval 0.50 to 0.50, 5 runs); without the correlation loss (Eq. 5) at 0.10" in text
 
 
 def test_unknown_method_and_missing_oracle():
@@ -180,7 +183,10 @@ def test_unknown_method_and_missing_oracle():
 
 def test_settings_per_profile_and_overrides():
     assert ccl.settings("smoke").epochs < ccl.settings("demo").epochs
-    assert len(ccl.settings("demo").seeds) >= 3 and len(ccl.settings("demo").backbones) >= 2
+    demo = ccl.settings("demo")
+    assert len(demo.seeds) >= 5 and demo.backbones == (demo.ablation_backbone,)  # one backbone, powered
+    assert demo.balanced_eval and demo.n_test // 7 >= 200 and demo.n_val // 7 >= 100
+    assert len(ccl.settings("paper").backbones) == 3
     s = ccl.settings("smoke", seeds="3,4", epochs="1")
     assert s.seeds == [3, 4] and s.epochs == 1
     with pytest.raises(ValueError, match="unknown setting 'epoch'"):

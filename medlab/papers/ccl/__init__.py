@@ -12,28 +12,44 @@ from .method import (
     correlation_loss,
     dml_logits,
     dml_loss,
+    make_backbone,
     oracle_soft_labels,
     soft_cross_entropy,
     soft_labels,
 )
 from .report import (
     COMPARISONS,
+    FLOOR,
     METHOD_LABELS,
     METRIC_LABELS,
     PERCENT,
     TABLES,
+    correlation_findings,
     correlation_summary,
     curves_figure,
     findings,
     recall_table,
     reliability_figure,
+    results_frame,
 )
-from .runs import ChapterData, describe, grid, learned_correlations, load_data, make_loss, run_job, train_and_evaluate
+from .runs import (
+    ChapterData,
+    balanced_split,
+    check_data,
+    describe,
+    grid,
+    learned_correlations,
+    load_data,
+    make_loss,
+    run_job,
+    train_and_evaluate,
+)
 
 __all__ = [
-    "CCLBlock", "COMPARISONS", "ChapterData", "Classifier", "DATASETS", "METHODS", "METHOD_LABELS", "METRIC_LABELS",
-    "PERCENT", "PROFILES", "SLUG", "Settings", "TABLES", "ccl_loss", "class_correlation", "correlation_loss",
-    "correlation_summary", "curves_figure", "describe", "dml_logits", "dml_loss", "findings", "grid",
-    "learned_correlations", "load_data", "make_loss", "method", "oracle_soft_labels", "recall_table",
-    "reliability_figure", "run_job", "settings", "soft_cross_entropy", "soft_labels", "train_and_evaluate",
+    "CCLBlock", "COMPARISONS", "ChapterData", "Classifier", "DATASETS", "FLOOR", "METHODS", "METHOD_LABELS",
+    "METRIC_LABELS", "PERCENT", "PROFILES", "SLUG", "Settings", "TABLES", "balanced_split", "ccl_loss",
+    "check_data", "class_correlation", "correlation_findings", "correlation_loss", "correlation_summary",
+    "curves_figure", "describe", "dml_logits", "dml_loss", "findings", "grid", "learned_correlations", "load_data",
+    "make_backbone", "make_loss", "method", "oracle_soft_labels", "recall_table", "reliability_figure",
+    "results_frame", "run_job", "settings", "soft_cross_entropy", "soft_labels", "train_and_evaluate",
 ]

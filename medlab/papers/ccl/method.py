@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from medlab.nets.backbones import IMAGENET_MEAN, IMAGENET_STD, backbone
+from medlab.nets.backbones import IMAGENET_MEAN, IMAGENET_STD, Backbone, backbone, narrow_resnet18
 
 
 class CCLBlock(nn.Module):
@@ -115,14 +115,30 @@ def ccl_loss(
     return {"loss": total, **parts}
 
 
+def make_backbone(name: str, pretrained: bool = False, width: int = 16) -> Backbone:
+    """A torchvision backbone by name, or ``"narrow_resnet18"``: ResNet-18's layout with ``width``
+    channels in its first stage (no ImageNet weights; the CPU-sized demo's network)."""
+    if name == "narrow_resnet18":
+        if pretrained:
+            raise ValueError("narrow_resnet18 has no ImageNet weights: set pretrained=False or choose a torchvision backbone")
+        return narrow_resnet18(width, in_channels=3)
+    return backbone(name, pretrained=pretrained)
+
+
 class Classifier(nn.Module):
-    """A torchvision backbone with a linear classifier and, optionally, the CCL block beside it."""
+    """A backbone (:func:`make_backbone`) with a linear classifier and, optionally, the CCL block beside it."""
 
     def __init__(
-        self, backbone_name: str, num_classes: int, pretrained: bool = False, with_ccl: bool = False, embedding_dim: int = 128
+        self,
+        backbone_name: str,
+        num_classes: int,
+        pretrained: bool = False,
+        with_ccl: bool = False,
+        embedding_dim: int = 128,
+        width: int = 16,
     ):
         super().__init__()
-        self.backbone = backbone(backbone_name, pretrained=pretrained)
+        self.backbone = make_backbone(backbone_name, pretrained=pretrained, width=width)
         self.head = nn.Linear(self.backbone.out_features, num_classes)
         self.ccl = CCLBlock(self.backbone.out_features, num_classes, embedding_dim) if with_ccl else None
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))

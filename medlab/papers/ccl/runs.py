@@ -17,7 +17,7 @@ from medlab.engine import RunContext
 from medlab.experiment import Job, RunOutput, product, run_identity, run_once
 
 from .config import METHODS, SLUG, Settings
-from .method import Classifier, ccl_loss, class_correlation, oracle_soft_labels, soft_cross_entropy
+from .method import Classifier, ccl_loss, class_correlation, make_backbone, oracle_soft_labels, soft_cross_entropy
 
 
 @dataclass
@@ -39,7 +39,8 @@ def load_data(config: Settings, data_dir: str | Path | None = None) -> ChapterDa
     Loaded once per process and configuration (the grid's runs share it).
     """
     key = (
-        config.image_size, config.n_train, config.n_val, config.n_test, config.attribute_noise, config.data_seed,
+        config.image_size, config.n_train, config.n_val, config.n_test, config.attribute_noise, config.balanced_eval,
+        config.data_seed,
         None if data_dir is None else str(Path(data_dir).expanduser().resolve()),
     )
     if key not in _DATA_CACHE:
@@ -49,19 +50,78 @@ def load_data(config: Settings, data_dir: str | Path | None = None) -> ChapterDa
 
 def _load_data(config: Settings, data_dir: str | Path | None) -> ChapterData:
     common: dict[str, Any] = dict(data_dir=data_dir, image_size=config.image_size)
+    balanced: set[str] = set()
     if data_dir is None:
-        common.update(attribute_noise=config.attribute_noise, seed=config.data_seed)
-        sizes = {"train": config.n_train, "val": config.n_val, "test": config.n_test}
-        splits = {s: datasets.load("isic2018", s, n=sizes[s], **common) for s in sizes}
         from medlab.data.synth.skin_lesions import similarity_matrix
 
+        common.update(attribute_noise=config.attribute_noise, seed=config.data_seed)
+        sizes = {"train": config.n_train, "val": config.n_val, "test": config.n_test}
+        splits = {}
+        for split, n in sizes.items():
+            if split != "train" and config.balanced_eval:
+                splits[split] = balanced_split(split, n, config)
+                balanced.add(split)
+            else:
+                splits[split] = datasets.load("isic2018", split, n=n, **common)
         similarity = similarity_matrix()
     else:
         splits = {s: datasets.load("isic2018", s, **common) for s in ("train", "val", "test")}
         similarity = None
-    info = {split: ds.info for split, ds in splits.items()}
+    info = {split: {**ds.info, "class_balanced": split in balanced} for split, ds in splits.items()}
     info["kind"] = info["train"]["kind"]
     return ChapterData(splits["train"], splits["val"], splits["test"], tuple(splits["train"].classes), similarity, info)
+
+
+def check_data(config: Settings, data_dir: str | Path | None = None) -> ChapterData:
+    """Check, before any training, that the settings fit the data, and return the data.
+
+    :func:`medlab.experiment.run_grid` calls it first, so a profile that cannot run on the folder it
+    was given fails in seconds with the reason, not in a worker process hours later: the training
+    split must hold a batch; every split must hold every class (class-balanced sampling, balanced
+    accuracy and the correlation loss need all seven); ``oracle_soft`` needs the synthetic data's true
+    similarity; ImageNet weights must be loadable (fetched once here, not by each worker).
+    """
+    data = load_data(config, data_dir)
+    where = "the synthetic data" if data_dir is None else f"the ISIC 2018 data under {data_dir}"
+    problems = []
+    if len(data.train) < config.batch_size:
+        problems.append(
+            f"the training split holds {len(data.train)} images, fewer than one batch (batch_size {config.batch_size})"
+        )
+    for split in ("train", "val", "test"):
+        counts = data.info[split]["class_counts"]
+        missing = [name for name, count in zip(data.classes, counts) if count == 0]
+        if missing:
+            problems.append(
+                f"the {split} split holds no image of {', '.join(missing)} (counts {dict(zip(data.classes, counts))}); "
+                "every class is needed"
+            )
+    if data.similarity is None and "oracle_soft" in (*config.methods, *config.ablation_methods):
+        problems.append("method oracle_soft needs the true class similarity, which only the synthetic data has")
+    if problems:
+        raise ValueError(f"the {SLUG} settings do not fit {where}: " + "; ".join(problems))
+    if config.pretrained:
+        for name in dict.fromkeys((*config.backbones, config.ablation_backbone)):
+            make_backbone(name, pretrained=True)  # raises with instructions when the weights cannot be had
+    return data
+
+
+def balanced_split(split: str, n: int, config: Settings):
+    """A class-balanced synthetic ``split`` (``n / 7`` images per class) drawn from the split's own seed.
+
+    The registry's look-alike follows ISIC 2018's imbalance (16 DF images in 1,400), so one image of a
+    rare class would move balanced accuracy by a point; the generator's ``balanced`` option gives every
+    class the same number of images, which makes the per-class recalls, and so balanced accuracy,
+    equally precise. The training split keeps ISIC 2018's imbalance.
+    """
+    from medlab.data.splits import split_seed
+    from medlab.data.synth.skin_lesions import SkinLesionSpec, SyntheticSkinLesions
+
+    spec = SkinLesionSpec(
+        n=n, image_size=config.image_size, attribute_noise=config.attribute_noise,
+        seed=split_seed(config.data_seed, split), balanced=True,
+    )
+    return SyntheticSkinLesions(spec)
 
 
 def make_loss(method: str, config: Settings, oracle: torch.Tensor | None = None) -> Callable:
@@ -123,7 +183,7 @@ def train_and_evaluate(config: Settings, data: ChapterData, job: Job, run: RunCo
     num_classes = len(data.classes)
     model = Classifier(
         job.backbone, num_classes, pretrained=config.pretrained, with_ccl=job.method.startswith("ccl"),
-        embedding_dim=config.embedding_dim,
+        embedding_dim=config.embedding_dim, width=config.width,
     )
     oracle = None
     if job.method == "oracle_soft" and data.similarity is not None:
