@@ -191,17 +191,97 @@ def test_grid_pretrains_before_it_fine_tunes():
     pretraining = [j for j in jobs if j.phase == 0]
     downstream = [j for j in jobs if j.phase == 1]
     assert jobs == pretraining + downstream
-    assert len(pretraining) == 7 * 3 and {(j.experiment, j.stage) for j in pretraining} == {("pretrain", "pretrain")}
-    assert len(downstream) == 3 * 3 * 2 * 3 + 5 * 3
+    assert len(pretraining) == 2 * 3 and {(j.experiment, j.stage) for j in pretraining} == {("pretrain", "pretrain")}
+    # fine-tuning and probes on all the labels, from scratch, MoCo and C2L
+    assert len(downstream) == 3 * 3 * 2
+    assert {(j.protocol, j.fraction) for j in downstream} == {("finetune", 1.0), ("probe", 1.0)}
     assert {j.init for j in downstream if j.experiment == "label_efficiency"} == {"scratch", "moco", "c2l"}
     assert all(j.stage == j.protocol for j in downstream)
     assert c2l.imagenet_status(config).startswith("not run")
-    # the variants keep their names: method for pretraining, init/protocol/fraction downstream
     assert pretraining[0].variant == "moco" and downstream[0].variant == "scratch/finetune/1"
-    assert {j.variant for j in downstream if j.experiment == "ablation"} == {f"{m}/probe/1" for m in config.ablation_methods}
-    # longest first: fine-tuning on all the labels, then smaller shares, then the probes
+    # the paper profile keeps the ablation's probes
+    paper = c2l.grid(c2l.PROFILES["paper"])
+    ablation = c2l.PROFILES["paper"].ablation_methods
+    assert {j.variant for j in paper if j.experiment == "ablation"} == {f"{m}/probe/0.1" for m in ablation}
+    # longest first: fine-tuning on the largest share, then smaller shares, then the probes
     keys = [(j.protocol != "finetune", -j.fraction) for j in downstream]
     assert keys == sorted(keys)
+
+
+def test_held_out_checks_are_fixed_between_calls_and_find_identical_views(monkeypatch):
+    from medlab.papers.c2l import runs
+
+    torch.manual_seed(0)
+    model = momentum_contrast(TINY).eval()
+    images = torch.rand(16, 1, 16, 16)
+    first = c2l.pretext_accuracy(model, images, TINY)
+    assert first == c2l.pretext_accuracy(model, images, TINY)  # the same views every call
+    assert 0.0 <= first <= 1.0
+    # no augmentation and identical encoders (the key encoder starts as a copy): every image finds its own key
+    monkeypatch.setattr(runs, "augment_view", lambda views, **_: views)
+    assert c2l.pretext_accuracy(model, images, TINY) == 1.0
+    # kNN probe: labels that copy a feature direction are found by the neighbours, random labels are not
+    labels = torch.zeros(40, 2)
+    labels[:20, 0] = 1
+    labels[20:, 1] = 1
+    train_images = torch.cat([torch.zeros(20, 1, 16, 16), torch.ones(20, 1, 16, 16)]) + 0.01 * torch.rand(40, 1, 16, 16)
+    encoder = model.query
+    assert c2l.knn_auroc(encoder, (train_images, labels), (train_images, labels), k=5) > 0.9
+
+
+def _records(probe: dict, finetune: dict, pretext: float, seeds: int = 5):
+    """Hand-made records: probes on all the labels and fine-tuning on all the labels per init, and the pretraining
+    records' held-out pretext accuracy."""
+    rows = []
+    for seed in range(seeds):
+        wobble = 0.002 * (seed - seeds // 2)
+        for init, auroc in probe.items():
+            rows.append({"experiment": "label_efficiency", "seed": seed, "params.init": init, "params.protocol": "probe",
+                         "params.fraction": 1.0, "metrics.mean_auroc": auroc + wobble})
+        for init, auroc in finetune.items():
+            rows.append({"experiment": "label_efficiency", "seed": seed, "params.init": init,
+                         "params.protocol": "finetune", "params.fraction": 1.0, "metrics.mean_auroc": auroc + wobble * (init == "c2l")})
+        for method in ("moco", "c2l"):
+            rows.append({"experiment": "pretrain", "seed": seed, "params.method": method,
+                         "metrics.heldout_pretext_accuracy": pretext, "metrics.pretext_chance": 1 / 256,
+                         "metrics.init_pretext_accuracy": 0.01, "metrics.knn_auroc": 0.6, "metrics.init_knn_auroc": 0.55})
+    return rows
+
+
+def test_comparisons_are_void_until_the_pretraining_gates_pass():
+    import pandas as pd
+
+    from medlab import report
+
+    finetune = {"scratch": 0.78, "moco": 0.79, "c2l": 0.82}
+    # pretext not learned on held-out images, probes below the random encoder's: every pretrained comparison void
+    weak = pd.DataFrame(_records({"scratch": 0.60, "moco": 0.59, "c2l": 0.595}, finetune, pretext=0.012))
+    verdicts = {v["name"]: v for v in report.evaluate_all(c2l.COMPARISONS, weak)}
+    main = verdicts["C2L vs MoCo, fine-tuned, all labels"]
+    assert main["verdict"] == "void" and main["gates"]["baseline_learned"] and not main["gates"]["c2l_pretext_learned_on_held_out"]
+    assert "c2l pretext learned on held out fails: mean heldout_pretext_accuracy 0.012" in main["reason"]
+    assert "c2l probe beats random encoder fails" in main["reason"]
+    # the probe comparison is void on its own baseline too: MoCo's probe is not halfway from 0.5 to 1
+    assert not verdicts["C2L vs MoCo, linear probe, all labels"]["gates"]["baseline_learned"]
+    # learned pretext and probes above random: the fine-tuning comparisons get a direction
+    strong = pd.DataFrame(_records({"scratch": 0.60, "moco": 0.76, "c2l": 0.78}, finetune, pretext=0.8))
+    verdicts = {v["name"]: v for v in report.evaluate_all(c2l.COMPARISONS, strong)}
+    assert verdicts["C2L vs MoCo, fine-tuned, all labels"]["verdict"] == "better"
+    assert verdicts["C2L vs MoCo, fine-tuned, all labels"]["diff_mean"] == pytest.approx(0.03)
+    assert verdicts["MoCo vs random initialisation, fine-tuned, all labels"]["verdict"] == "better"
+
+
+def test_findings_are_written_from_the_records():
+    import pandas as pd
+
+    rows = _records({"scratch": 0.60, "moco": 0.59, "c2l": 0.595}, {"scratch": 0.78, "moco": 0.79, "c2l": 0.82}, 0.012)
+    for seed in range(3):
+        rows.append({"experiment": "ablation", "seed": seed, "params.init": "c2l_no_mixed", "params.protocol": "probe",
+                     "params.fraction": 1.0, "metrics.mean_auroc": 0.58 - 0.01 * seed})
+    text = c2l.findings(pd.DataFrame(rows))
+    assert text.startswith("- (main) **C2L vs MoCo, fine-tuned, all labels**: void")
+    assert "- C2L: pretext accuracy 1.0 ± 0.0 → 1.2 ± 0.0% (chance 0.4%); kNN probe mean AUROC 55.0 ± 0.0 → 60.0 ± 0.0%." in text
+    assert "C2L w/o l(q~, k~) -2.3 points ± 1.2" in text
 
 
 # --- shared building blocks used by the chapter -----------------------------------------------------
@@ -290,27 +370,6 @@ def test_registry_offers_an_unlabeled_split_only_where_it_exists(tmp_path):
         data.load("chestxray14", "train", data_dir=tmp_path, n=6)
     with pytest.raises(ValueError, match="need n"):
         data.load("chestxray14", "train")
-
-
-def test_findings_are_written_from_the_records():
-    import pandas as pd
-
-    rows = []
-    for seed in range(3):
-        for init, auroc in (("scratch", 0.60), ("moco", 0.62), ("c2l", 0.65)):
-            for fraction in (0.1, 1.0):
-                rows.append({"experiment": "label_efficiency", "seed": seed, "params.init": init,
-                             "params.protocol": "finetune", "params.fraction": fraction,
-                             "metrics.mean_auroc": auroc + 0.01 * seed})
-        rows.append({"experiment": "label_efficiency", "seed": seed, "params.init": "c2l", "params.protocol": "probe",
-                     "params.fraction": 1.0, "metrics.mean_auroc": 0.7})
-        rows.append({"experiment": "ablation", "seed": seed, "params.init": "c2l_no_mixed", "params.protocol": "probe",
-                     "params.fraction": 1.0, "metrics.mean_auroc": 0.68 - 0.01 * seed})
-    text = c2l.findings(pd.DataFrame(rows))
-    assert text.startswith("**Overall.** After fine-tuning, C2L's mean AUROC is above training from scratch at every share")
-    assert "at 2 of 2 shares" in text
-    assert "+5.0 points ± 0.0 vs from scratch (ahead on 3/3 seeds)" in text
-    assert "C2L w/o l(q~, k~) -3.0 points ± 1.0" in text
 
 
 # --- chapter 2's package: identities, runs, channels-last and several processes ---------------------

@@ -223,13 +223,12 @@ def test_settings_reject_bad_values():
 
 
 def test_grid_pretrains_before_it_fine_tunes_and_pairs_initialisations():
-    config = rubik.settings("demo")
+    config = rubik.settings("smoke")  # both tasks and the ablation, as the paper profile
     jobs = rubik.grid(config)
     pretraining = [j for j in jobs if j.phase == 0]
     downstream = [j for j in jobs if j.phase == 1]
     assert jobs == pretraining + downstream and len(jobs) == len(set(jobs))
-    assert {j.stage for j in pretraining} == {"pretrain"} and {j.stage for j in downstream} == {"finetune"}
-    assert {j.variant for j in pretraining} >= {"classification/rubik", "segmentation/rotation"}
+    assert {j.stage for j in pretraining} == {"pretrain"} and {j.stage for j in downstream} == {"finetune", "probe"}
     assert jobs[0].task == "segmentation"  # the longest runs first
     assert {(j.task, j.method) for j in pretraining} == {
         ("classification", "rubik"), ("segmentation", "rubik"), ("segmentation", "rearrangement"),
@@ -240,27 +239,80 @@ def test_grid_pretrains_before_it_fine_tunes_and_pairs_initialisations():
     assert len(efficiency) == 2 * len(config.label_counts) * 2 * len(config.seeds)
     ablation = [j for j in downstream if j.experiment == "ablation"]
     assert {j.init for j in ablation} == {"rearrangement", "rotation"} and {j.labels for j in ablation} == {config.ablation_labels}
+    probes = [j for j in downstream if j.experiment == "probe"]
+    assert {(j.task, j.init, j.labels, j.stage) for j in probes} == {
+        ("segmentation", init, config.probe_labels, "probe") for init in ("scratch", "rubik")
+    }
+    # the demo: segmentation only, five seeds, the compared label count, fine-tuning and probes paired
+    demo = rubik.settings("demo")
+    jobs = rubik.grid(demo)
+    assert {j.task for j in jobs} == {"segmentation"} and len(demo.seeds) == 5 and demo.n_test >= 200
+    assert {(j.experiment, j.init) for j in jobs if j.phase} == {
+        ("label_efficiency", "scratch"), ("label_efficiency", "rubik"), ("probe", "scratch"), ("probe", "rubik"),
+    }
+    assert {j.labels for j in jobs if j.phase} == {rubik.COMPARED_LABELS}
+    assert rubik.COMPARED_LABELS in rubik.settings("paper").label_counts
+
+
+def test_linear_probe_trains_only_its_head_and_keeps_the_encoder_frozen():
+    from medlab.nets.volumes import VolumeEncoder
+
+    encoder = VolumeEncoder(4, (2, 4, 8))
+    probe = rubik.LinearProbe3d(encoder, 4).train()
+    assert not encoder.training and [n for n, q in probe.named_parameters() if q.requires_grad] == ["head.weight", "head.bias"]
+    out = probe(torch.randn(2, 4, 16, 16, 16))
+    assert out.shape == (2, 4, 16, 16, 16) and probe.head.in_channels == 2 + 4 + 8
+    out.sum().backward()
+    assert all(q.grad is None for q in encoder.parameters()) and probe.head.weight.grad is not None
+
+
+def _records(fine_tuned: dict, probed: dict, arrangement: float, rotation: float, seeds: int = 5):
+    rows = []
+    for seed in range(seeds):
+        wobble = 0.004 * (seed - seeds // 2)
+        for init, dice in fine_tuned.items():
+            rows.append({"experiment": "label_efficiency", "seed": seed, "params.task": "segmentation",
+                         "params.init": init, "params.labels": rubik.COMPARED_LABELS,
+                         "metrics.dice/whole tumour": dice + wobble * (init == "rubik")})
+        for init, dice in probed.items():
+            rows.append({"experiment": "probe", "seed": seed, "params.task": "segmentation", "params.init": init,
+                         "params.labels": rubik.COMPARED_LABELS, "metrics.dice/whole tumour": dice})
+        rows.append({"experiment": "pretrain", "seed": seed, "params.task": "segmentation", "params.method": "rubik",
+                     "metrics.val_permutation_accuracy": arrangement, "metrics.val_rotation_accuracy": rotation})
+    return pd.DataFrame(rows)
+
+
+def test_comparison_is_void_until_the_puzzle_is_solved_and_the_probe_beats_random():
+    from medlab import report
+
+    main = "Rubik's cube vs from scratch, fine-tuned on 40 volumes"
+    # rotations at chance, probe below the random encoder's: void, with both reasons
+    weak = {v["name"]: v for v in report.evaluate_all(rubik.COMPARISONS, _records(
+        {"scratch": 0.70, "rubik": 0.72}, {"scratch": 0.51, "rubik": 0.21}, arrangement=0.75, rotation=0.5))}
+    assert weak[main]["verdict"] == "void" and weak[main]["gates"]["rubik_arrangement_learned_on_held_out"]
+    assert "rubik rotation learned on held out fails: mean val_rotation_accuracy 0.500" in weak[main]["reason"]
+    assert "rubik probe beats random encoder fails: mean dice/whole tumour 0.210" in weak[main]["reason"]
+    # every gate open: a direction, from the paired whole-tumour Dice
+    strong = {v["name"]: v for v in report.evaluate_all(rubik.COMPARISONS, _records(
+        {"scratch": 0.70, "rubik": 0.74}, {"scratch": 0.51, "rubik": 0.60}, arrangement=0.9, rotation=0.9))}
+    assert strong[main]["verdict"] == "better" and strong[main]["diff_mean"] == pytest.approx(0.04)
+    # a baseline that learned nothing (empty masks) voids it whatever the pretraining did
+    floor = {v["name"]: v for v in report.evaluate_all(rubik.COMPARISONS, _records(
+        {"scratch": 0.05, "rubik": 0.30}, {"scratch": 0.51, "rubik": 0.60}, arrangement=0.9, rotation=0.9))}
+    assert floor[main]["verdict"] == "void" and not floor[main]["gates"]["baseline_learned"]
 
 
 def test_findings_are_written_from_the_records():
-    rows = []
+    frame = _records({"scratch": 0.70, "rubik": 0.72}, {"scratch": 0.51, "rubik": 0.21}, arrangement=0.75, rotation=0.5)
+    extra = []
     for seed in range(3):
-        for labels in (16, 64):
-            for init, f1 in (("scratch", 0.50), ("rubik", 0.55)):
-                rows.append({"experiment": "label_efficiency", "seed": seed, "params.task": "classification",
-                             "params.init": init, "params.labels": labels, "metrics.macro_f1": f1 + 0.01 * seed})
-            for init, dice, hd in (("scratch", 0.60, 5.0), ("rubik", 0.58, 6.0)):
-                rows.append({"experiment": "label_efficiency", "seed": seed, "params.task": "segmentation",
-                             "params.init": init, "params.labels": labels, "metrics.mean_dice": dice,
-                             "metrics.mean_hd95": hd})
-        rows.append({"experiment": "ablation", "seed": seed, "params.task": "classification",
-                     "params.init": "rotation", "params.labels": 16, "metrics.macro_f1": 0.52 - 0.01 * seed})
-    text = rubik.findings(pd.DataFrame(rows))
-    assert text.startswith("**Overall.** For classification, the pretrained network's mean macro F1 is above scratch at every label count")
-    assert "for segmentation, the pretrained network's mean Dice (mean of WT, TC, ET) is above scratch at no label count" in text
-    assert "classification, 16 labeled volumes**: Rubik's cube minus scratch, macro F1 +5.0 points ± 0.0 (ahead on 3/3 seeds)" in text
-    assert "mean HD95 +1.0 voxels ± 0.0" in text
-    assert "rotation only -5.0 points ± 2.0" in text
+        for init, f1 in (("scratch", 0.50), ("rubik", 0.55)):
+            extra.append({"experiment": "label_efficiency", "seed": seed, "params.task": "classification",
+                          "params.init": init, "params.labels": 16, "metrics.macro_f1": f1 + 0.01 * seed})
+    text = rubik.findings(pd.concat([frame, pd.DataFrame(extra)], ignore_index=True))
+    assert text.startswith("- (main) **Rubik's cube vs from scratch, fine-tuned on 40 volumes**: void")
+    assert "- segmentation, Rubik's cube (both): arrangement accuracy 75.0 ± 0.0%, rotation accuracy 50.0 ± 0.0%." in text
+    assert "- classification, 16 labeled volumes: Rubik's cube minus scratch, macro_f1 +5.0 points ± 0.0." in text
 
 
 def _job(jobs, **choices):

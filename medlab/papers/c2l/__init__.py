@@ -36,6 +36,8 @@ from .report import (
     COMPARISONS,
     INIT_LABELS,
     PROTOCOL_LABELS,
+    pretraining_findings,
+    pretraining_gates,
     TABLES,
     ablation_table,
     downstream_frame,
@@ -59,19 +61,23 @@ from .runs import (
     grid,
     imagenet_status,
     initial_encoder,
+    knn_auroc,
     label_subset,
     load_data,
     make_pretrain_loss,
     new_encoder,
     pretrain_identity,
+    pretext_accuracy,
     pretrain_job,
     run_job,
+    stack_images,
     targets_of,
 )
 from .throughput import measure_pretraining_throughput, record_throughput
 
 __all__ = [
-    "COMPARISONS", "ChapterData", "DATASETS", "ENCODER_FILE", "Encoder", "FindingClassifier", "INITS", "INIT_LABELS",
+    "COMPARISONS", "ChapterData", "knn_auroc", "pretext_accuracy", "pretraining_findings", "pretraining_gates",
+    "stack_images", "DATASETS", "ENCODER_FILE", "Encoder", "FindingClassifier", "INITS", "INIT_LABELS",
     "MomentumContrast", "PRETRAINING", "PROFILES", "PROTOCOLS", "PROTOCOL_LABELS", "SLUG", "Settings",
     "SplitBatchNorm2d", "TABLES", "TERMS", "Variant", "ablation_table", "augment_view", "batch_shuffle",
     "batch_unshuffle", "check_data", "compare_views", "describe", "downstream_frame", "downstream_identity",

@@ -73,7 +73,8 @@ class Settings(ChapterSettings):
     ablation_methods: tuple[str, ...] = grid_field()
     ablation_queue_size: int = grid_field()  # the queue size of method c2l_queue
     ablation_momentum: float = grid_field()  # the momentum of method c2l_momentum
-    label_fractions: tuple[float, ...] = grid_field()
+    label_fractions: tuple[float, ...] = grid_field()  # shares of the labels of the linear probes
+    finetune_fractions: tuple[float, ...] = grid_field()  # shares of the labels of the fine-tuning runs
     ablation_fraction: float = grid_field()
     # pretraining (Eq. 1 to 5)
     pretrain_epochs: int = training_field(stages=PRETRAIN)
@@ -111,9 +112,9 @@ _DEMO = Settings(
     width=16,
     imagenet=False,
     pretrain_methods=("moco", "c2l"),
-    ablation_methods=("c2l_no_instance", "c2l_no_mixed", "c2l_no_mixed_target", "c2l_queue", "c2l_momentum"),
+    ablation_methods=(),  # five more pretrainings per seed: the paper profile runs them
     seeds=(0, 1, 2),
-    pretrain_epochs=3,
+    pretrain_epochs=4,
     pretrain_batch_size=64,
     pretrain_lr=0.06,
     queue_size=1024,
@@ -121,8 +122,9 @@ _DEMO = Settings(
     ablation_queue_size=256,
     ablation_momentum=0.999,
     bn_splits=4,
-    label_fractions=(0.01, 0.1, 1.0),
-    finetune_epochs=8,
+    label_fractions=(1.0,),
+    finetune_fractions=(1.0,),
+    finetune_epochs=12,
     finetune_batch_size=32,
     finetune_lr=3e-3,
     finetune_epoch_samples=320,
@@ -148,6 +150,7 @@ PROFILES: dict[str, Settings] = {
         queue_size=128,
         ablation_queue_size=64,
         label_fractions=(0.1, 1.0),
+        finetune_fractions=(0.1, 1.0),
         finetune_epochs=1,
         finetune_epoch_samples=64,
         probe_epochs=2,
@@ -175,6 +178,7 @@ PROFILES: dict[str, Settings] = {
         ablation_momentum=0.99,
         bn_splits=8,
         label_fractions=(0.01, 0.1, 1.0),
+        finetune_fractions=(0.01, 0.1, 1.0),
         finetune_epochs=20,
         finetune_batch_size=64,
         finetune_lr=1e-4,
@@ -193,7 +197,7 @@ def settings(profile: str | None = None, **overrides: Any) -> Settings:
     unknown = [m for m in (*config.pretrain_methods, *config.ablation_methods) if m not in PRETRAINING]
     if unknown:
         raise ValueError(f"unknown pretraining method(s) {unknown}; expected some of {', '.join(PRETRAINING)}")
-    bad = [f for f in config.label_fractions if not 0 < f <= 1]
+    bad = [f for f in (*config.label_fractions, *config.finetune_fractions) if not 0 < f <= 1]
     if bad or not 0 < config.ablation_fraction <= 1:
         raise ValueError(f"label fractions must be in (0, 1], got {bad or config.ablation_fraction}")
     if config.pretrain_batch_size % config.bn_splits:

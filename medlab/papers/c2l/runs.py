@@ -130,8 +130,60 @@ def make_pretrain_loss(method: str, config: Settings) -> Callable:
     return loss_fn
 
 
+# Held-out checks of the pretraining: the evidence standard's pretext and probe gates, every epoch
+
+PRETEXT_EVAL_IMAGES = 256  # held-out images of the pretext check: chance is 1 / 256
+KNN_NEIGHBOURS = 20
+
+
+def stack_images(dataset: Dataset, n: int | None = None) -> torch.Tensor:
+    """The first ``n`` images of ``dataset`` (all by default) as one ``(n, 1, H, W)`` tensor."""
+    n = len(dataset) if n is None else min(n, len(dataset))
+    return torch.stack([dataset[i][0] for i in range(n)])
+
+
+@torch.no_grad()
+def pretext_accuracy(model: MomentumContrast, images: torch.Tensor, config: Settings, seed: int = 0) -> float:
+    """Eq. (1)'s task on held-out images, without the queue: two augmented views of each image (the
+    same views at every call); the share of images whose query feature is closest to the key feature
+    of their own other view among all the images' keys (chance ``1 / len(images)``)."""
+    with torch.random.fork_rng(devices=[]):  # fixed views, and the training's random stream untouched
+        torch.manual_seed(seed)
+        views = [
+            augment_view(
+                images, crop_scale=config.crop_scale, rotation=config.rotation, jitter=config.jitter,
+                cutout_holes=config.cutout_holes, cutout_fraction=config.cutout_fraction, fill=model.query.fill_value,
+            )
+            for _ in range(2)
+        ]
+    device = model.queue.device
+    q = F.normalize(model.query(views[0].to(device)).float(), dim=1)
+    k = F.normalize(model.key(views[1].to(device)).float(), dim=1)
+    return float((q @ k.T).argmax(1).eq(torch.arange(len(q), device=device)).float().mean())
+
+
+@torch.no_grad()
+def knn_auroc(
+    encoder: Encoder, train: tuple[torch.Tensor, torch.Tensor], held_out: tuple[torch.Tensor, torch.Tensor],
+    k: int = KNN_NEIGHBOURS,
+) -> float:
+    """A kNN probe of the backbone's pooled features: a held-out image's score for a finding is the
+    share of its ``k`` nearest labelled images (cosine) that have it; mean AUROC over the findings."""
+    device = next(encoder.parameters()).device
+
+    def features(images: torch.Tensor) -> torch.Tensor:
+        return torch.cat([F.normalize(encoder.features(b.to(device)).float(), dim=1).cpu() for b in images.split(256)])
+
+    neighbours = (features(held_out[0]) @ features(train[0]).T).topk(min(k, len(train[0])), dim=1).indices
+    return float(metrics.multilabel_auroc(held_out[1], train[1][neighbours].mean(1))["mean"])
+
+
 def pretrain(config: Settings, chapter_data: ChapterData, method: str, run: RunContext) -> RunOutput:
-    """Pretrain with ``method`` on the unlabeled pool and save the query encoder (``encoder.pt``)."""
+    """Pretrain with ``method`` on the unlabeled pool and save the query encoder (``encoder.pt``).
+
+    Before training and after every epoch, two held-out checks: the pretext task on validation images
+    (:func:`pretext_accuracy`) and a kNN probe of the features (labelled training images as neighbours,
+    validation images scored: :func:`knn_auroc`); the record keeps their first and last values."""
     config = variant_settings(config, method)
     runtime.seed_everything(run.seed)
     model = MomentumContrast(new_encoder(config), queue_size=config.queue_size, bn_splits=config.bn_splits)
@@ -141,10 +193,23 @@ def pretrain(config: Settings, chapter_data: ChapterData, method: str, run: RunC
     milestones = sorted({max(1, round(f * config.pretrain_epochs)) for f in config.lr_milestones})
     milestones = [m for m in milestones if m < config.pretrain_epochs]
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=0.1)
+    pretext_images = stack_images(chapter_data.val, PRETEXT_EVAL_IMAGES)
+    labelled = (stack_images(chapter_data.train), targets_of(chapter_data.train))
+    held_out = (stack_images(chapter_data.val), targets_of(chapter_data.val))
+
+    def checks(m: MomentumContrast) -> dict[str, float]:
+        return {
+            "pretext_accuracy": pretext_accuracy(m, pretext_images, config),
+            "knn_auroc": knn_auroc(m.query, labelled, held_out),
+        }
+
+    model.eval()
+    at_init = checks(model.to(run.device))
+    model.train()
     fit = engine.fit(
         model, chapter_data.unlabeled, run=run, loss_fn=make_pretrain_loss(method, config), optimizer=optimizer,
         epochs=config.pretrain_epochs, batch_size=config.pretrain_batch_size, scheduler=scheduler,
-        after_step=lambda m: m.momentum_update(config.momentum),
+        after_step=lambda m: m.momentum_update(config.momentum), evaluate=checks, restore_best=False,
     )
     rank, world_size = runtime.distributed_world()
     if rank == 0:
@@ -157,6 +222,11 @@ def pretrain(config: Settings, chapter_data: ChapterData, method: str, run: RunC
     scores["images_per_s"] = fit.samples_per_s or float("nan")
     for term in PRETRAINING[method].terms:
         scores[f"loss/{term}"] = last[f"train/{term}"]
+    scores["heldout_pretext_accuracy"] = last["val/pretext_accuracy"]
+    scores["init_pretext_accuracy"] = at_init["pretext_accuracy"]
+    scores["pretext_chance"] = 1.0 / len(pretext_images)
+    scores["knn_auroc"] = last["val/knn_auroc"]
+    scores["init_knn_auroc"] = at_init["knn_auroc"]
     return RunOutput(metrics=scores, fit=fit, artifacts={"encoder": ENCODER_FILE})
 
 
@@ -315,19 +385,20 @@ def pretrain_job(method: str, seed: int) -> Job:
 
 def grid(config: Settings) -> list[Job]:
     """The pretraining runs (phase 0), then the downstream runs that start from them (phase 1):
-    fine-tuning and linear probe from every initialisation and share of the labels, and the
-    ablation's probes. Downstream runs come longest first, so that parallel workers finish together."""
+    fine-tuning (on ``finetune_fractions`` of the labels) and linear probe (on ``label_fractions``) from
+    every initialisation, and the ablation's probes. Downstream runs come longest first, so that parallel workers finish together."""
     methods = list(dict.fromkeys([*config.pretrain_methods, *config.ablation_methods]))
     pretraining = [pretrain_job(m, s) for m in methods for s in config.seeds]
     inits = ["scratch", *config.pretrain_methods]
     if config.imagenet and imagenet_status(config) is None:
         inits.insert(1, "imagenet")
+    fractions = {"finetune": config.finetune_fractions, "probe": config.label_fractions}
     downstream = [
         item
         for protocol in PROTOCOLS
         for item in product(
             "label_efficiency", config.seeds, phase=1, stage=protocol,
-            init=inits, protocol=[protocol], fraction=config.label_fractions,
+            init=inits, protocol=[protocol], fraction=fractions[protocol],
         )
     ]
     downstream += product(

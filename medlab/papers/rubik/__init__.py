@@ -22,6 +22,9 @@ from .method import (
     unscramble,
 )
 from .report import (
+    COMPARED_LABELS,
+    PRIMARY,
+    puzzle_findings,
     COMPARISONS,
     HEADLINE,
     HEADLINE_NAMES,
@@ -44,6 +47,7 @@ from .report import (
     task_table,
 )
 from .runs import (
+    LinearProbe3d,
     ENCODER_FILE,
     PROXY_MODEL_FILE,
     REGIONS,
@@ -68,6 +72,7 @@ from .runs import (
 from .throughput import measure_pretraining_throughput, record_throughput
 
 __all__ = [
+    "COMPARED_LABELS", "LinearProbe3d", "PRIMARY", "puzzle_findings",
     "COMPARISONS", "CUBES", "DATASETS", "ENCODER_FILE", "HEADLINE", "HEADLINE_NAMES", "INITS", "INIT_LABELS",
     "PRETRAINING", "PROFILES", "PROXY_MODEL_FILE", "ProxyTask", "REGIONS", "ROTATION_AXES", "SLUG", "Settings",
     "SiameseOctad", "TABLES", "TASKS", "TASK_METRICS", "TaskData", "ablation_table", "assemble", "check_data",

@@ -25,7 +25,8 @@ TASKS = {
     "classification": "head_ct",  # haemorrhage type on (synthetic) head CT
     "segmentation": "brats",  # tumour sub-regions on BraTS (or its synthetic look-alike)
 }
-PRETRAIN, FINETUNE = ("pretrain",), ("finetune",)  # the stages of a training setting
+PRETRAIN, FINETUNE, PROBE = ("pretrain",), ("finetune",), ("probe",)  # the stages of a training setting
+DOWNSTREAM = (*FINETUNE, *PROBE)  # a linear probe trains like a fine-tuning run, on a frozen encoder
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ class Settings(ChapterSettings):
     ablation_tasks: tuple[str, ...] = grid_field()
     label_counts: tuple[int, ...] = grid_field()  # labeled volumes of the label-efficiency runs
     ablation_labels: int = grid_field()  # labeled volumes of the ablation runs
+    probe_labels: int = grid_field()  # labeled volumes of the linear probes (segmentation)
     # pretraining (the proxy task)
     cube_size: int = training_field(stages=PRETRAIN)
     n_unlabeled: int = training_field(stages=PRETRAIN)
@@ -70,15 +72,15 @@ class Settings(ChapterSettings):
     hidden: int = training_field(256, stages=PRETRAIN)  # width of the proxy task's fully connected layers
     proxy_val_volumes: int = training_field(32, stages=PRETRAIN)  # validation volumes of the held-out puzzles
     # fine-tuning (the downstream tasks)
-    n_labeled: int = training_field(stages=FINETUNE)
-    n_val: int = training_field(stages=FINETUNE)
-    n_test: int = training_field(stages=FINETUNE)
-    finetune_epochs: int = training_field(stages=FINETUNE)
-    finetune_batch_size: int = training_field(stages=FINETUNE)
-    finetune_lr: float = training_field(stages=FINETUNE)
-    finetune_weight_decay: float = training_field(1e-4, stages=FINETUNE)
+    n_labeled: int = training_field(stages=DOWNSTREAM)
+    n_val: int = training_field(stages=DOWNSTREAM)
+    n_test: int = training_field(stages=DOWNSTREAM)
+    finetune_epochs: int = training_field(stages=DOWNSTREAM)
+    finetune_batch_size: int = training_field(stages=DOWNSTREAM)
+    finetune_lr: float = training_field(stages=DOWNSTREAM)
+    finetune_weight_decay: float = training_field(1e-4, stages=DOWNSTREAM)
     # a small labeled subset is repeated up to this many samples per epoch
-    finetune_epoch_samples: int = training_field(stages=FINETUNE)
+    finetune_epoch_samples: int = training_field(stages=DOWNSTREAM)
 
     @property
     def max_gap(self) -> int:
@@ -93,16 +95,17 @@ _DEMO = Settings(
     n_unlabeled=192,
     n_labeled=64,
     n_val=32,
-    n_test=96,
-    tasks=("classification", "segmentation"),
-    ablation_tasks=("segmentation",),
-    seeds=(0, 1, 2),
+    n_test=200,
+    tasks=("segmentation",),  # the head-CT classification runs in the paper profile (see the ledger)
+    ablation_tasks=(),
+    seeds=(0, 1, 2, 3, 4),
     num_permutations=24,
     pretrain_epochs=12,
     pretrain_batch_size=16,
     pretrain_lr=3e-3,
-    label_counts=(16, 64),
-    ablation_labels=16,
+    label_counts=(40,),
+    ablation_labels=40,
+    probe_labels=40,
     finetune_epochs=8,
     finetune_batch_size=4,
     finetune_lr=2e-3,
@@ -126,8 +129,11 @@ PROFILES: dict[str, Settings] = {
         pretrain_batch_size=8,
         hidden=32,
         proxy_val_volumes=8,
+        tasks=("classification", "segmentation"),
+        ablation_tasks=("segmentation",),
         label_counts=(8, 16),
         ablation_labels=8,
+        probe_labels=8,
         finetune_epochs=1,
         finetune_batch_size=4,
         finetune_epoch_samples=8,
@@ -152,6 +158,7 @@ PROFILES: dict[str, Settings] = {
         pretrain_lr=1e-3,
         label_counts=(40, 100, 200),
         ablation_labels=100,
+        probe_labels=40,
         finetune_epochs=60,
         finetune_batch_size=4,
         finetune_lr=1e-3,

@@ -194,6 +194,28 @@ def initial_encoder(config: Settings, in_channels: int, encoder_path: Path | Non
     return encoder
 
 
+class LinearProbe3d(nn.Module):
+    """The linear probe of a segmentation encoder: the frozen encoder's feature maps of every stage,
+    upsampled (trilinear) to the volume's size and concatenated, and a voxel-wise linear classifier (a
+    1x1x1 convolution), the only part that trains. Measures what the encoder's features hold."""
+
+    def __init__(self, encoder: VolumeEncoder, num_classes: int):
+        super().__init__()
+        self.encoder = encoder.requires_grad_(False).eval()
+        self.head = nn.Conv3d(sum(encoder.widths), num_classes, kernel_size=1)
+
+    def train(self, mode: bool = True) -> "LinearProbe3d":
+        super().train(mode)
+        self.encoder.eval()  # frozen: its batch-norm statistics stay as trained
+        return self
+
+    def forward(self, volumes: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            size = volumes.shape[-3:]
+            features = torch.cat([F.interpolate(f, size=size, mode="trilinear") for f in self.encoder(volumes)], 1)
+        return self.head(features)
+
+
 def flip_left_right(volumes: torch.Tensor, masks: torch.Tensor | None = None):
     """Mirror a random half of the batch along the first spatial axis (left-right), on the device."""
     flip = torch.rand(volumes.shape[0], device=volumes.device) < 0.5
@@ -233,15 +255,22 @@ def segmentation_scores(probabilities: torch.Tensor, masks: torch.Tensor) -> dic
 def finetune(config: Settings, data: TaskData, job: Job, run: RunContext, encoder_path: Path | None = None) -> RunOutput:
     """Train the task's network (a classifier, or a U-Net) on ``job.labels`` labeled volumes from
     scratch or from the pretrained encoder at ``encoder_path``, keep the epoch with the best validation
-    score, and score the test split."""
+    score, and score the test split. A ``probe`` job trains only a :class:`LinearProbe3d` on the frozen
+    encoder (segmentation), with the same data, loss, schedule and selection."""
     runtime.seed_everything(job.seed)
     encoder = initial_encoder(config, data.in_channels, encoder_path)
     indices = random_subset(len(data.train), job.labels, job.seed)
     train = RepeatedSubset(data.train, indices, config.finetune_epoch_samples)
     batch_size = min(config.finetune_batch_size, len(train))
     classify = data.task == "classification"
-    model: nn.Module = VolumeClassifier(encoder, len(data.classes)) if classify else UNet3d(encoder, len(data.classes))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.finetune_lr, weight_decay=config.finetune_weight_decay)
+    if job.stage == "probe":
+        if classify:
+            raise ValueError("the linear probe is defined for the segmentation task only")
+        model: nn.Module = LinearProbe3d(encoder, len(data.classes))
+    else:
+        model = VolumeClassifier(encoder, len(data.classes)) if classify else UNet3d(encoder, len(data.classes))
+    trained = [q for q in model.parameters() if q.requires_grad]
+    optimizer = torch.optim.AdamW(trained, lr=config.finetune_lr, weight_decay=config.finetune_weight_decay)
     steps = config.finetune_epochs * (len(train) // batch_size)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.finetune_lr, total_steps=steps, pct_start=0.2)
     val_targets = targets_of(data.val)
@@ -266,9 +295,12 @@ def finetune(config: Settings, data: TaskData, job: Job, run: RunContext, encode
 
         def evaluate(m: nn.Module) -> dict[str, float]:
             dice = metrics.region_dice_hd95(predict(m, data.val).argmax(1), val_targets, REGIONS, hd95=False)
-            return {"mean_dice": float(np.mean([dice[f"dice/{r}"].mean() for r in REGIONS]))}
+            return {
+                "whole_tumour_dice": float(dice["dice/whole tumour"].mean()),
+                "mean_dice": float(np.mean([dice[f"dice/{r}"].mean() for r in REGIONS])),
+            }
 
-        monitor = "mean_dice"
+        monitor = "whole_tumour_dice"  # the primary metric: the small regions' Dice is too noisy to select on
 
     fit = engine.fit(
         model, train, run=run, loss_fn=loss_fn, optimizer=optimizer, epochs=config.finetune_epochs,
@@ -306,6 +338,11 @@ def grid(config: Settings) -> list[Job]:
         job("ablation", s, phase=1, stage="finetune", task=task, init=m, labels=int(config.ablation_labels))
         for task in config.ablation_tasks if task in config.tasks for m in ("rearrangement", "rotation") for s in config.seeds
     ]
+    # the linear probes of the evidence standard's gate: pretrained features against a random encoder's
+    downstream += [
+        job("probe", s, phase=1, stage="probe", task="segmentation", init=init, labels=int(config.probe_labels))
+        for init in ("scratch", "rubik") for s in config.seeds if "segmentation" in config.tasks
+    ]
     # segmentation first (the longest runs), so that the parallel workers finish together
     pretraining.sort(key=lambda j: j.task != "segmentation")
     downstream.sort(key=lambda j: j.task != "segmentation")
@@ -325,7 +362,7 @@ def identity(config: Settings, item: Job, data_dir: str | Path | None = None) ->
     source = str(data_dir) if _real(item.task, data_dir) else None
     if item.stage == "pretrain":
         return run_identity(config, stage="pretrain", task=item.task, method=item.method, data_dir=source)
-    params = run_identity(config, stage="finetune", task=item.task, init=item.init, labels=item.labels, data_dir=source)
+    params = run_identity(config, stage=item.stage, task=item.task, init=item.init, labels=item.labels, data_dir=source)
     if item.init in PRETRAINING:
         from medlab import dependencies
 
@@ -362,6 +399,8 @@ def label(item: Job) -> str:
     """A grid cell in words."""
     if item.experiment == "pretrain":
         return f"pretrain {item.task}/{item.method} seed {item.seed}"
+    if item.experiment == "probe":
+        return f"linear probe: {item.task} {item.init} encoder on {item.labels} labeled volumes, seed {item.seed}"
     return f"{item.experiment}: {item.task} {item.init} on {item.labels} labeled volumes, seed {item.seed}"
 
 
