@@ -371,12 +371,14 @@ def test_pretraining_then_fine_tuning_end_to_end(tmp_path, monkeypatch):
     config = rubik.settings(
         "smoke", volume_size=16, cube_size=4, widths=(2, 4), hidden=8, num_permutations=6, n_unlabeled=8,
         n_labeled=8, n_val=4, n_test=4, proxy_val_volumes=4, pretrain_batch_size=4, label_counts=(4,),
-        ablation_labels=4, finetune_epoch_samples=4, tasks=("segmentation",), ablation_tasks=(),
+        ablation_labels=4, probe_labels=4, finetune_epoch_samples=4, tasks=("segmentation",), ablation_tasks=(),
     )
     jobs = rubik.grid(config)
-    assert [j.experiment for j in jobs] == ["pretrain", "label_efficiency", "label_efficiency"]
+    assert [j.experiment for j in jobs] == ["pretrain", "label_efficiency", "label_efficiency", "probe", "probe"]
     records = experiment.run_grid(rubik, config, profile="smoke", device="cpu", progress=False)
-    pre, scratch, tuned = records
+    pre, scratch, tuned, random_probe, rubik_probe = records
+    assert rubik_probe["params"]["pretraining"] == tuned["params"]["pretraining"]
+    assert {"dice/whole tumour", "val_whole_tumour_dice"} <= set(random_probe["metrics"])
     assert pre["metrics"]["n_eval"] == 4 and 0 <= pre["metrics"]["val_rotation_accuracy"] <= 1
     folder = results.run_folder(pre)
     assert (folder / rubik.ENCODER_FILE).is_file() and (folder / pre["artifacts"]["proxy_model"]).is_file()
@@ -418,5 +420,6 @@ def test_the_chapter_satisfies_the_contract():
     from medlab import chapter
 
     assert chapter.check(rubik) == []
-    assert rubik.DATASETS == ("head_ct", "brats") and rubik.SLUG == "rubik" and rubik.COMPARISONS == ()
+    assert rubik.DATASETS == ("head_ct", "brats") and rubik.SLUG == "rubik"
+    assert [spec.main for spec in rubik.COMPARISONS] == [True, False]
     assert {spec.filter["params.task"] for spec in rubik.TABLES} == {"classification", "segmentation"}

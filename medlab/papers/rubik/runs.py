@@ -90,9 +90,22 @@ def load_data(config: Settings, task: str, data_dir: str | Path | None = None) -
 
 def check_data(config: Settings, data_dir: str | Path | None = None) -> None:
     """Fail before any training when ``data_dir`` does not hold BraTS in its official layout (the
-    reader checks the layout and the files' headers; the voxels are read later)."""
-    if data_dir is not None and "segmentation" in config.tasks:
-        load_data(config, "segmentation", data_dir)
+    reader checks the layout and the files' headers; the voxels are read later), or when the settings
+    ask for more labelled volumes than its training split holds."""
+    if data_dir is None or "segmentation" not in config.tasks:
+        return
+    data = load_data(config, "segmentation", data_dir)
+    asked = {"label_counts": max(config.label_counts), "probe_labels": config.probe_labels}
+    if "segmentation" in config.ablation_tasks:
+        asked["ablation_labels"] = config.ablation_labels
+    too_many = {name: n for name, n in asked.items() if n > len(data.train)}
+    if too_many:
+        raise ValueError(
+            f"{data_dir}: the training split holds {len(data.train)} labelled volumes (of {len(data.unlabeled)} "
+            f"training cases, after the validation and test cases are held out), but the settings ask for "
+            + ", ".join(f"{name} up to {n}" for name, n in too_many.items())
+            + f"; set them to at most {len(data.train)} (e.g. -p label_counts 40,100,{len(data.train)})"
+        )
 
 
 def describe_split(dataset: Dataset, real: bool) -> dict[str, Any]:
