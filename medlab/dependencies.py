@@ -96,8 +96,6 @@ def _dataset_modules(names: Iterable[str]) -> set[str]:
     modules: set[str] = set()
     for name in names:
         modules.update(registry.entry(name).modules)
-        if name in registry.catalog_names():
-            modules.add(registry.catalog_module(name))
     return modules
 
 

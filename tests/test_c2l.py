@@ -258,9 +258,9 @@ def test_comparisons_are_void_until_the_pretraining_gates_pass():
     weak = pd.DataFrame(_records({"scratch": 0.60, "moco": 0.59, "c2l": 0.595}, finetune, pretext=0.012))
     verdicts = {v["name"]: v for v in report.evaluate_all(c2l.COMPARISONS, weak)}
     main = verdicts["C2L vs MoCo, fine-tuned, all labels"]
-    assert main["verdict"] == "void" and main["gates"]["baseline_learned"] and not main["gates"]["c2l_pretext_learned_on_held_out"]
-    assert "c2l pretext learned on held out fails: mean heldout_pretext_accuracy 0.012" in main["reason"]
-    assert "c2l probe beats random encoder fails" in main["reason"]
+    assert main["verdict"] == "void" and main["gates"]["baseline_learned"] and not main["gates"]["C2L: pretext task learned on held-out images (accuracy >= 50%)"]
+    assert "gate failed: C2L: pretext task learned on held-out images" in main["reason"]
+    assert "gate failed: C2L: linear probe above a random encoder's" in main["reason"]
     # the probe comparison is void on its own baseline too: MoCo's probe is not halfway from 0.5 to 1
     assert not verdicts["C2L vs MoCo, linear probe, all labels"]["gates"]["baseline_learned"]
     # learned pretext and probes above random: the fine-tuning comparisons get a direction

@@ -61,11 +61,11 @@ def pretraining_gates(init: str) -> tuple[GateSpec, ...]:
     """The pretraining chapter's gates for the encoder pretrained by ``init``."""
     return (
         GateSpec(
-            f"{init}_pretext_learned_on_held_out", "heldout_pretext_accuracy",
+            f"{INIT_LABELS[init]}: pretext task learned on held-out images (accuracy >= {PRETEXT_LEARNED:.0%})", "heldout_pretext_accuracy",
             where={"experiment": "pretrain", "params.method": init}, at_least=PRETEXT_LEARNED,
         ),
         GateSpec(
-            f"{init}_probe_beats_random_encoder", "mean_auroc",
+            f"{INIT_LABELS[init]}: linear probe above a random encoder's", "mean_auroc",
             where={"params.init": init, **PROBE_ALL}, above={"params.init": "scratch", **PROBE_ALL},
         ),
     )

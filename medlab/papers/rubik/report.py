@@ -77,10 +77,10 @@ PRIMARY = "dice/whole tumour"
 COMPARED_LABELS = 40  # labelled volumes of the compared runs (a label count of the demo and paper profiles)
 PUZZLE = {"experiment": "pretrain", "params.task": "segmentation", "params.method": "rubik"}
 PRETRAINING_GATES = (
-    GateSpec("rubik_arrangement_learned_on_held_out", "val_permutation_accuracy", where=PUZZLE, at_least=0.5),
-    GateSpec("rubik_rotation_learned_on_held_out", "val_rotation_accuracy", where=PUZZLE, at_least=0.75),
+    GateSpec("puzzle arrangement learned on held-out volumes (accuracy >= 50%)", "val_permutation_accuracy", where=PUZZLE, at_least=0.5),
+    GateSpec("puzzle rotation learned on held-out volumes (accuracy >= 75%)", "val_rotation_accuracy", where=PUZZLE, at_least=0.75),
     GateSpec(
-        "rubik_probe_beats_random_encoder", PRIMARY,
+        "linear probe of the Rubik encoder above a random encoder's", PRIMARY,
         where={"experiment": "probe", "params.init": "rubik"}, above={"experiment": "probe", "params.init": "scratch"},
     ),
 )
