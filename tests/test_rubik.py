@@ -424,3 +424,20 @@ def test_the_chapter_satisfies_the_contract():
     assert rubik.DATASETS == ("head_ct", "brats") and rubik.SLUG == "rubik"
     assert [spec.main for spec in rubik.COMPARISONS] == [True, False]
     assert {spec.filter["params.task"] for spec in rubik.TABLES} == {"classification", "segmentation"}
+
+
+def test_fine_tuning_curves_leave_out_the_linear_probes():
+    def record(experiment, init, values):
+        return {"experiment": experiment, "params": {"task": "segmentation", "init": init, "labels": 40},
+                "history": [{"val/whole_tumour_dice": v} for v in values]}
+
+    records = [
+        record("pretrain", "rubik", [0.9, 0.9]),
+        record("label_efficiency", "scratch", [0.5, 0.8]),
+        record("probe", "scratch", [0.0, 0.1]),
+        record("label_efficiency", "rubik", [0.4, 0.6]),
+        record("probe", "rubik", [0.0, 0.0]),
+    ]
+    fig = rubik.finetune_curves_figure(records, "segmentation", 40)
+    lines = {line.get_label(): list(line.get_ydata()) for line in fig.axes[0].lines}
+    assert lines == {rubik.INIT_LABELS["scratch"]: [0.5, 0.8], rubik.INIT_LABELS["rubik"]: [0.4, 0.6]}

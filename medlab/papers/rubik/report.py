@@ -317,13 +317,17 @@ def label_efficiency_figure(frame: pd.DataFrame):
 
 
 def finetune_curves_figure(records: Sequence[Mapping[str, Any]], task: str, labels: int):
-    """The validation score per fine-tuning epoch, from scratch and from each pretraining."""
+    """The validation score per fine-tuning epoch, from scratch and from each pretraining (the
+    fine-tuning runs only: the linear probes have their own table)."""
     import matplotlib.pyplot as plt
 
     key = f"val/{VALIDATION[task]}"
     series = {}
     for init in INITS:
-        chosen = [r for r in results.select(records, task=task, init=init, labels=labels) if r["experiment"] != "pretrain"]
+        chosen = [
+            r for r in results.select(records, task=task, init=init, labels=labels)
+            if r["experiment"] in ("label_efficiency", "ablation")  # fine-tuning runs (not pretraining, not probes)
+        ]
         if chosen:
             series[INIT_LABELS[init]] = results.history(chosen, key)
     fig, ax = plt.subplots(figsize=(5.5, 3.4))
