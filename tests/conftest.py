@@ -55,3 +55,11 @@ def _fresh_copy(written, tmp_path):
         return root
 
     return copy
+
+
+@pytest.fixture(name="isolated")
+def _isolated(tmp_path, monkeypatch):
+    """Runs and results records of a test written under its ``tmp_path``, never in the checkout."""
+    monkeypatch.setenv("MEDLAB_RESULTS_DIR", str(tmp_path / "results"))
+    monkeypatch.setenv("MEDLAB_RUNS_DIR", str(tmp_path / "runs"))
+    return tmp_path

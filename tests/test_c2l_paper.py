@@ -25,13 +25,6 @@ TINY = dict(
 VERDICTS = {"better", "worse", "no_difference", "void"}
 
 
-@pytest.fixture(name="isolated")
-def _isolated(tmp_path, monkeypatch):
-    monkeypatch.setenv("MEDLAB_RESULTS_DIR", str(tmp_path / "results"))
-    monkeypatch.setenv("MEDLAB_RUNS_DIR", str(tmp_path / "runs"))
-    return tmp_path
-
-
 def test_chapter_2_paper_grid_runs_on_the_official_layout(written, isolated):
     root = written(write_cxr)
     config = c2l.settings("paper", **TINY)

@@ -29,13 +29,6 @@ def _fundus_fixtures(tmp_path):
     return refuge, write_drishti(tmp_path)
 
 
-@pytest.fixture(name="isolated")
-def _isolated(tmp_path, monkeypatch):
-    monkeypatch.setenv("MEDLAB_RESULTS_DIR", str(tmp_path / "results"))
-    monkeypatch.setenv("MEDLAB_RUNS_DIR", str(tmp_path / "runs"))
-    return tmp_path
-
-
 def test_chapter_4_paper_profile_runs_on_the_official_layouts(fundus_fixtures, isolated):
     refuge, drishti = fundus_fixtures
     parameters = {

@@ -31,13 +31,6 @@ TINY = dict(
 VERDICTS = {"better", "worse", "no_difference", "void"}
 
 
-@pytest.fixture(name="isolated")
-def _isolated(tmp_path, monkeypatch):
-    monkeypatch.setenv("MEDLAB_RESULTS_DIR", str(tmp_path / "results"))
-    monkeypatch.setenv("MEDLAB_RUNS_DIR", str(tmp_path / "runs"))
-    return tmp_path
-
-
 def test_chapter_3_paper_grid_runs_on_the_official_layout(written, isolated):
     # both tasks, as the paper profile has them (the segmentation-only grid is this grid's segmentation part)
     tasks = ("classification", "segmentation")
