@@ -96,6 +96,8 @@ def _dataset_modules(names: Iterable[str]) -> set[str]:
     modules: set[str] = set()
     for name in names:
         modules.update(registry.entry(name).modules)
+        if name in registry.catalog_names():
+            modules.add(registry.catalog_module(name))
     return modules
 
 

@@ -3,7 +3,8 @@
 ``data_dir=None`` gives the chapter's synthetic data (generated from a seed, offline); a path gives the
 real dataset, read in its official layout by a reader in :mod:`medlab.data.formats`. Each dataset is an
 :class:`Entry` naming its reader and its generator as ``"module:attribute"`` strings, imported only when
-:func:`load` needs them (this module imports no reader or generator).
+:func:`load` needs them (this module imports no reader or generator). The entries live in
+:mod:`medlab.data.catalog`, one module per dataset, imported when a name is first asked for.
 """
 
 from __future__ import annotations
@@ -17,6 +18,27 @@ from typing import Any, Callable
 from medlab.data.splits import SPLITS
 
 _REGISTRY: dict[str, "Entry"] = {}
+CATALOG = "medlab.data.catalog"
+_CATALOG_DIR = Path(__file__).resolve().parent / "catalog"
+
+
+def catalog_names() -> list[str]:
+    """The dataset names :mod:`medlab.data.catalog` holds a module for."""
+    return sorted(p.stem for p in _CATALOG_DIR.glob("*.py") if p.stem != "__init__")
+
+
+def catalog_module(name: str) -> str:
+    """The dotted name of the catalog module that registers dataset ``name``."""
+    return f"{CATALOG}.{name}"
+
+
+def _load_catalog(name: str | None = None) -> None:
+    """Import the catalog module of ``name`` (all of them when None) unless already registered."""
+    for stem in catalog_names() if name is None else [name] if name in catalog_names() else []:
+        if stem not in _REGISTRY:
+            importlib.import_module(catalog_module(stem))
+            if stem not in _REGISTRY:
+                raise ImportError(f"{_CATALOG_DIR / (stem + '.py')} does not register a dataset named {stem!r}")
 
 
 def _module(reference: str) -> str:
@@ -84,12 +106,16 @@ def register(
 def entry(name: str) -> Entry:
     """The registry's entry for dataset ``name``."""
     if name not in _REGISTRY:
+        _load_catalog(name)
+    if name not in _REGISTRY:
+        _load_catalog()
         raise ValueError(f"unknown dataset {name!r}; available: {', '.join(sorted(_REGISTRY)) or 'none'}")
     return _REGISTRY[name]
 
 
 def available() -> dict[str, str]:
     """Registered dataset names and what each is."""
+    _load_catalog()
     return {name: e.description for name, e in _REGISTRY.items()}
 
 
@@ -133,67 +159,3 @@ def load(name: str, split: str, data_dir: str | Path | None = None, **options: A
         title = getattr(resolve(e.real), "title", name)
         raise ValueError(f"n (the number of synthetic items) cannot be set for the real {title} data")
     return _call(e, e.real, "reader", (data_dir, split), options)
-
-
-register(
-    "isic2018",
-    "ISIC 2018 Task 3 skin-lesion diagnosis (7 classes); synthetic look-alike without data_dir",
-    real="medlab.data.formats.isic2018:ISIC2018Task3",
-    synthetic="medlab.data.synth.skin_lesions:isic2018_lookalike",
-)
-register(
-    "chestxray14",
-    "ChestX-ray14 frontal radiographs, 14 findings (multi-label); synthetic radiographs without data_dir",
-    SPLITS,
-    real="medlab.data.formats.chestxray14:ChestXray14",
-    synthetic="medlab.data.synth.chest_xrays:chestxray14_lookalike",
-)
-register(
-    "head_ct",
-    "Head CT volumes, haemorrhage type (none, intraparenchymal, subdural, intraventricular); synthetic only",
-    SPLITS,
-    real=None,
-    synthetic="medlab.data.synth.brains3d:head_ct_lookalike",
-    real_unavailable=(
-        "the head CT set of the Rubik's cube paper (1,486 scans from the authors' hospital) is private, so "
-        "medlab has no reader for it; leave data_dir unset for the synthetic head CTs (data/README.md, "
-        "BraTS section)"
-    ),
-)
-register(
-    "brats",
-    "BraTS 2018-2020 brain MR (t1, t1ce, t2, flair) with tumour sub-region masks; synthetic look-alike without data_dir",
-    SPLITS,
-    real="medlab.data.formats.brats:BraTS",
-    synthetic="medlab.data.synth.brains3d:brats_lookalike",
-)
-register(
-    "refuge",
-    "REFUGE 2018 colour fundus photographs, optic disc and cup masks (disc-centred crops); synthetic look-alike without data_dir",
-    real="medlab.data.formats.refuge:REFUGE",
-    synthetic="medlab.data.synth.fundus:refuge_lookalike",
-)
-register(
-    "drishti_gs",
-    "Drishti-GS1 colour fundus photographs, optic disc and cup from the annotators' soft maps; synthetic look-alike (another camera) without data_dir",
-    real="medlab.data.formats.drishti_gs:DrishtiGS",
-    synthetic="medlab.data.synth.fundus:drishti_gs_lookalike",
-)
-register(
-    "kits19",
-    "KiTS19 contrast-enhanced CT, 2D crops around the kidney holding a tumour, tumour masks; synthetic kidney-tumour CT without data_dir",
-    real="medlab.data.formats.kits19:KiTS19",
-    synthetic="medlab.data.synth.kidney_ct:kits19_lookalike",
-)
-register(
-    "acdc",
-    "ACDC short-axis cine MR (ED and ES frames), 2D crops around the left ventricle, myocardium masks; synthetic cine-MR slices without data_dir",
-    real="medlab.data.formats.acdc:ACDC",
-    synthetic="medlab.data.synth.cardiac_mr:acdc_lookalike",
-)
-register(
-    "inbreast",
-    "INbreast full-field digital mammograms, 2D crops centred on each mass, masks from the outlines; synthetic mass crops without data_dir",
-    real="medlab.data.formats.inbreast:INbreast",
-    synthetic="medlab.data.synth.mammograms:inbreast_lookalike",
-)
