@@ -128,6 +128,20 @@ def gate_passes(gate: Any, frame: pd.DataFrame) -> bool:
     return ok
 
 
+def gate_reason(gate: Any, frame: pd.DataFrame) -> str:
+    """Why a :class:`medlab.chapter.GateSpec` fails, with the values it compared."""
+    values = _rows(frame, gate.where).get(f"metrics.{gate.metric}", pd.Series(dtype=float)).dropna()
+    if values.empty:
+        return f"{gate.name.replace('_', ' ')}: no records of {gate.metric}"
+    parts = []
+    if gate.at_least is not None:
+        parts.append(f"at least {gate.at_least:.3g} needed")
+    if gate.above is not None:
+        reference = _rows(frame, gate.above).get(f"metrics.{gate.metric}", pd.Series(dtype=float)).dropna()
+        parts.append(f"the reference's mean is {reference.mean():.3f}" if not reference.empty else "no reference records")
+    return f"{gate.name.replace('_', ' ')} fails: mean {gate.metric} {values.mean():.3f} ({'; '.join(parts)})"
+
+
 def evaluate(spec: Any, frame: pd.DataFrame) -> dict[str, Any]:
     """The verdict of one :class:`medlab.chapter.ComparisonSpec` on the records in ``frame``.
 
@@ -180,6 +194,8 @@ def evaluate(spec: Any, frame: pd.DataFrame) -> dict[str, Any]:
             "two_or_more_seeds": f"{diff.n} paired seed(s): no interval",
             "precise_enough": f"the interval ±{diff.half_width * scale:.1f}{unit} is wider than the ±{target_half_width(spec) * scale:.1f}{unit} the standard asks",
         }
+        for gate in getattr(spec, "gates", ()):
+            why[gate.name] = gate_reason(gate, frame)
         out["verdict"] = "void"
         out["reason"] = "; ".join(why.get(name, f"gate failed: {name}") for name in failed)
         return out

@@ -97,7 +97,8 @@ def test_extra_gates_read_other_records():
                      above={"experiment": "probe", "params.method": "random"})
     v = report.evaluate(_spec(gates=(learned, beats)), frame)
     assert v["gates"]["pretext learned"] is True and v["gates"]["features beat random"] is False
-    assert v["verdict"] == "void" and "gate failed: features beat random" in v["reason"]
+    assert v["verdict"] == "void" and "features beat random fails: mean probe 0.550" in v["reason"]
+    assert "the reference's mean is 0.600" in v["reason"] and "pretext learned" not in v["reason"]
 
 
 def test_comparisons_file_has_the_documented_fields(tmp_path):

@@ -55,7 +55,6 @@ from .data import (
     SPLITS,
     ChapterData,
     NoisyTrainingSet,
-    TensorPairs,
     check_data,
     corrupted_masks,
     load_data,
@@ -95,5 +94,5 @@ __all__ = [
     "record_throughput", "region_probabilities", "region_targets", "REGIONS", "results_frame", "run_job",
     "segmentation_loss", "segmentation_net", "segmentation_scores", "selection_count", "selection_figure",
     "SELECTION_FILE", "selection_summary", "Settings", "settings", "SLUG", "small_loss_selection",
-    "SOURCE_NAMES", "source_table", "SPLITS", "TABLES", "TensorPairs", "train", "training_set", "training_step",
+    "SOURCE_NAMES", "source_table", "SPLITS", "TABLES", "train", "training_set", "training_step",
 ]

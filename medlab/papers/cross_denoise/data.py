@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Subset
+from torch.utils.data import Dataset, Subset, TensorDataset
 
 from medlab import data as datasets
 from medlab import runtime
@@ -120,19 +120,6 @@ def corrupted_masks(clean: torch.Tensor, rate: float, kind: str, seed: int, stre
     return torch.from_numpy(noisy.astype(np.int64)), torch.from_numpy(np.asarray(corrupted, dtype=bool)), list(drawn)
 
 
-class TensorPairs(Dataset):
-    """``(image, mask)`` pairs from two stacked tensors."""
-
-    def __init__(self, images: torch.Tensor, masks: torch.Tensor):
-        self.images, self.masks = images, masks
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, index: int):
-        return self.images[index], self.masks[index]
-
-
 class NoisyTrainingSet(Dataset):
     """Source images with their noisy masks and key-location weights, each paired with a target image
     (unlabelled: its mask is kept only to report how good the pseudo-labels are, never to train).
@@ -165,5 +152,5 @@ def training_set(config: Settings, data: ChapterData, rate: float, kind: str, se
     weights = torch.from_numpy(
         np.stack([key_location_weights(m, config.boundary_band, config.boundary_floor) for m in noisy.numpy()])
     )
-    dataset = NoisyTrainingSet(images, noisy, weights, TensorPairs(*data.target_train), seed)
+    dataset = NoisyTrainingSet(images, noisy, weights, TensorDataset(*data.target_train), seed)
     return dataset, noisy, corrupted, kinds

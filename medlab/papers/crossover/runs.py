@@ -10,7 +10,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, TensorDataset
 
 from medlab import data as datasets
 from medlab import engine, results, runtime
@@ -133,19 +133,6 @@ class Rows(Dataset):
         return self.rows[index]
 
 
-class Pairs(Dataset):
-    """``(image, mask)`` pairs from two stacked tensors."""
-
-    def __init__(self, images: torch.Tensor, masks: torch.Tensor):
-        self.images, self.masks = images, masks
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, index: int):
-        return self.images[index], self.masks[index]
-
-
 # ---------------------------------------------------------------------------------------------
 # The networks and their training steps
 
@@ -234,7 +221,7 @@ def train(config: Settings, data: ChapterData, job: Job, run: RunContext) -> Run
         optimizer = torch.optim.Adam(model.parameters(), lr=config.unet_lr)
         steps = config.unet_epochs * (len(data.train[0]) // config.unet_batch_size)
         fit = engine.fit(
-            model, Pairs(*data.train), run=run, loss_fn=lambda m, b: unet_step(m, b, loss), optimizer=optimizer,
+            model, TensorDataset(*data.train), run=run, loss_fn=lambda m, b: unet_step(m, b, loss), optimizer=optimizer,
             epochs=config.unet_epochs, batch_size=config.unet_batch_size, evaluate=evaluate,
             scheduler=one_cycle(optimizer, config.unet_lr, steps), scheduler_interval="step",
         )
