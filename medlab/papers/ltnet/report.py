@@ -146,6 +146,7 @@ def warp_figure(records: Sequence[Mapping[str, Any]], data: ChapterData, seed: i
     found = {m: results.select(records, method=m, seed=seed) for m in methods}
     models = {m: load_model(r[0], data.num_classes) for m, r in found.items() if r}
     images, labels = data.test[0][:count], data.test[1][:count]
+    count = len(images)
     index = images.shape[-1] // 2 + 2
     fig, axes = plt.subplots(count, 2 + 2 * len(models), figsize=(1.9 * (2 + 2 * len(models)), 2.1 * count), squeeze=False)
     atlas_maps = onehot(data.atlas[1][None], data.num_classes)

@@ -174,8 +174,9 @@ def augment(images: torch.Tensor, labels: torch.Tensor, num_classes: int, genera
 
 def one_cycle(optimizer: torch.optim.Optimizer, lr: float, steps: int):
     """Every network's schedule: a rise to ``lr`` over the first 20 % of the steps, then a cosine decay to
-    zero, so the last step's weights (the ones scored) are settled."""
-    return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=max(steps, 1), pct_start=0.2)
+    zero, so the last step's weights (the ones scored) are settled (at least 10 steps long, so that
+    the rise has a step in tiny runs)."""
+    return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=max(steps, 10), pct_start=0.2)
 
 
 # ---------------------------------------------------------------------------------------------
