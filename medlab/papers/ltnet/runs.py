@@ -295,15 +295,15 @@ def load_model(record: Mapping[str, Any], num_classes: int) -> nn.Module:
 
 
 def grid(config: Settings) -> list[Job]:
-    """The main methods at every seed (experiment ``comparison``), the baselines and the ablation at the
-    side seeds that are among the seeds; the longest runs (with a backward pass) first."""
+    """The main methods at every seed (experiment ``comparison``), the baselines at the side seeds and the
+    ablation at the ablation seeds (those among the seeds); the longest runs (with a backward pass) first."""
     stage = lambda m: {"registration": "registration", "segmentation": "segmentation"}.get(METHODS[m].kind, "identity")  # noqa: E731
     jobs = [job("comparison", s, stage=stage(m), method=m) for m in config.methods for s in config.seeds]
-    side = [s for s in config.side_seeds if s in config.seeds]
-    jobs += [
-        job("baselines" if m in BASELINES else "ablation", s, stage=stage(m), method=m)
-        for m in config.side_methods if m not in config.methods for s in side
-    ]
+    for m in config.side_methods:
+        if m in config.methods:
+            continue
+        seeds = config.side_seeds if m in BASELINES else config.ablation_seeds
+        jobs += [job("baselines" if m in BASELINES else "ablation", s, stage=stage(m), method=m) for s in seeds if s in config.seeds]
     cost = lambda j: (METHODS[j.method].kind == "registration") * (1 + any(vars(METHODS[j.method]).get(k) for k in ("image_cycle", "label_cycle", "field_cycle")))  # noqa: E731
     return sorted(jobs, key=lambda j: -cost(j))
 
