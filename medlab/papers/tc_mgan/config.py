@@ -79,7 +79,7 @@ _DEMO = Settings(seeds=(0, 1, 2, 3, 4), side_seeds=(0, 1, 2))
 PROFILES: dict[str, Settings] = {
     # every method and code path on a few batches, in one process
     "smoke": dataclasses.replace(
-        _DEMO, image_size=32, n_train=16, n_val=16, n_test=8, seeds=(0,), side_seeds=(0,), epochs=1, batch_size=8,
+        _DEMO, image_size=16, n_train=16, n_val=16, n_test=8, seeds=(0,), side_seeds=(0,), epochs=1, batch_size=8,
         width=4, critic_width=4, seg_widths=(4, 8), seg_epochs=1, judge_widths=(4, 8), judge_epochs=1, workers=1,
     ),
     "demo": _DEMO,

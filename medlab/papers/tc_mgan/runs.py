@@ -187,7 +187,8 @@ class Synthesis(nn.Module):
         self.kind = method.kind
         if method.kind == "pix2pix":
             self.generators = nn.ModuleList([UNetGenerator(1, 1, downs, config.width) for _ in TARGETS])
-            self.critics = nn.ModuleList([PatchDiscriminator(2, config.critic_width) for _ in TARGETS])
+            layers = 3 if config.image_size >= 32 else 2  # the 70 x 70 PatchGAN; two layers on 16-pixel smoke slices
+            self.critics = nn.ModuleList([PatchDiscriminator(2, config.critic_width, layers) for _ in TARGETS])
         else:
             self.generators = nn.ModuleList([UNetGenerator(1 + len(TARGETS), 1, downs, config.width)])
             self.critics = nn.ModuleList([Critic(config.image_size, config.critic_width)])
