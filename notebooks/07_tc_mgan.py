@@ -139,10 +139,11 @@ plots.show_source(tc.gan_step)
 # %% [markdown]
 # ## Training
 #
-# Phase 0, per seed: S pretrained on the `train` slices' real FLAIR/T1ce/T1, and the **judge**, a MONAI
-# U-Net trained on the real images of the `val` slices (other cases), which never sees a synthetic image.
-# Phase 1: TC-MGAN, MGAN and pix2pix (three generators, one per target) at every seed; the ablation at the
-# side seeds.
+# Phase 0, once (`segmentor_seed`): S pretrained on the `train` slices' real FLAIR/T1ce/T1 (the code
+# pretrains it once too), and the **judge**, a MONAI U-Net trained on the real images of the `val` slices
+# (other cases), which never sees a synthetic image. Phase 1: TC-MGAN, MGAN and pix2pix (three generators,
+# one per target; each batch trains one of them, so each sees as many samples of its target as the
+# one-generator methods) at every seed; the ablation at the side seeds.
 
 # %%
 records = experiment.run_grid(tc, config, profile=profile, device=device, data_dir=data_dir)
@@ -156,8 +157,11 @@ fig = tc.curves_figure(records, config.seeds[0])
 #
 # Every test slice's T2 is turned into FLAIR, T1ce and T1 by each method (the background, known from T2,
 # set to -1). PSNR, SSIM and MAE (torchmetrics) are computed per slice over the brain and inside the
-# tumour, then averaged over slices and the three targets; the judge's tumour Dice (threshold 0.5, smooth
-# 1) is averaged over the test slices that hold a tumour. Mean ± std over seeds:
+# tumour, then averaged over slices and the three targets. The judge's tumour Dice (threshold 0.5) is
+# pooled over the test slices, $2\sum|A\cap B| / (\sum|A| + \sum|B|)$: a judge that finds nothing scores
+# 0. (The code's score, the mean over slices of a Dice smoothed by 1, gives about 1/2 to a small tumour
+# section where nothing is found, and 1 to every slice without tumour; it is recorded as `dice_slice`.)
+# Mean ± std over seeds:
 
 # %%
 tc.metrics_table(frame)
@@ -178,6 +182,18 @@ tc.references_table(frame)
 
 # %%
 fig = tc.examples_figure(records, config.seeds[0])
+
+# %% [markdown]
+# ## The downstream claim
+#
+# The paper's second claim: synthetic modalities help a tumour segmentor when only T2 was acquired. A
+# U-Net (the code's: Dice loss, Adam 1e-3) is trained on the `val` slices and tested on the `test` slices
+# with T2 alone, with T2 and a method's synthetic FLAIR, T1ce and T1 (generated for both splits), and with
+# the four real modalities (the reference). The demo leaves it out (its CPU budget goes to the main
+# comparison); `downstream_inputs` turns it on, and the paper profile runs it.
+
+# %%
+tc.downstream_table(frame)
 
 # %% [markdown]
 # ## What the runs show
@@ -216,6 +232,7 @@ display(Markdown(tc.findings(frame)))
 # | Networks | G: U-Net with 7 down-samplings, width 64; D: widths 64 to 1024; S: widths 64 to 512 | paper profile: the same; demo: widths 16 (G, D) and 16 to 128 (S) | CPU budget |
 # | Segmentor pretraining | Adam 1e-4, 30 epochs, batch 64 | paper profile: the same; demo: Adam 1e-3, 10 epochs | CPU budget |
 # | Learning-rate steps | 2e-4, halved at epochs 30 and 60, 1e-5 at 90, of 100 | the same shares of the run's epochs | the demo runs fewer epochs |
-# | Evaluation segmentor | the code trains a 4-channel U-Net on T2 + synthetic modalities (with inconsistent paths) | a fixed judge (MONAI U-Net on one image and its contrast code) trained on real images of the `val` cases only, applied to the synthetic images; Dice over the slices with a tumour | an independent measure of tumour consistency; the code's own Dice averages over slices without tumour too |
-# | pix2pix | one model per target (the paper's baseline; settings not known) | pix2pix's U-Net generator from T2 alone, PatchGAN with batch norm, BCE + 100 x mean L1, Adam (0.5, 0.999); the same epochs as the GANs, each of the three generators on every slice | pix2pix's published defaults |
+# | Evaluation segmentor | the code trains a 4-channel U-Net on T2 + synthetic modalities (with inconsistent paths) | a fixed judge (MONAI U-Net on one image and its contrast code) trained once on real images of the `val` cases only, applied to the synthetic images; Dice pooled over the test slices (the code's per-slice smoothed Dice recorded beside it) | an independent measure of tumour consistency; the pooled Dice is 0 for a blank and is not inflated by small sections and empty slices |
+# | Downstream segmentor | `train_unet_4.py` mixes training-case T2 with test-case predictions and labels | T2 + synthetic modalities generated for the training (`val`) and the test cases alike; off in the demo, on in the paper profile | the code's hard-coded paths are inconsistent; CPU budget |
+# | pix2pix | one model per target (the paper's baseline; settings not known) | pix2pix's U-Net generator from T2 alone, 70 x 70 PatchGAN with batch norm, BCE + 100 x mean L1, Adam (0.5, 0.999); one target drawn per batch, so each model gets a third of the steps | pix2pix's published defaults; as many samples per target and the same cost as the one-generator methods |
 # | No gradient penalty | — | weight clipping at ±0.01 (the original WGAN) | the ablation's replacement, stated |

@@ -102,6 +102,14 @@ def test_the_generator_step_leaves_the_critic_and_segmentor_gradients_to_their_o
     assert mgan.segmentor is None
 
 
+def test_pix2pix_losses_by_hand():
+    disc = tc.PatchDiscriminator(2, 4, layers=2)
+    real, fake, t2 = torch.rand(2, 1, 16, 16), torch.rand(2, 1, 16, 16), torch.rand(2, 1, 16, 16)
+    g = tc.pix2pix_g_loss(disc, real, fake, t2, l1_weight=100.0)
+    assert torch.isclose(g["loss"], g["g_adv"] + 100 * (real - fake).abs().mean())
+    assert tc.pix2pix_d_loss(disc, real, fake, t2) > 0
+
+
 def test_pick_takes_each_samples_target_channel():
     images = torch.arange(4.0)[None, :, None, None].expand(3, 4, 2, 2)
     # targets flair, t1ce, t1 are channels 3, 1, 0 of (t1, t1ce, t2, flair)
@@ -119,7 +127,10 @@ def test_scores_by_hand():
     pred = torch.zeros(2, 4, 4)
     target = torch.zeros(2, 4, 4, dtype=torch.long)
     target[0, 0, 0] = 1
-    assert tc.tumour_dice(pred, target) == pytest.approx(1 / 2)  # one tumour slice: (0 + 1) / (0 + 1 + 1)
+    assert tc.tumour_dice(pred, target) == 0.0  # pooled: nothing found
+    assert tc.slice_dice(pred, target) == pytest.approx((1 / 2 + 1) / 2)  # the code's: (0 + 1) / (0 + 1 + 1) and an empty slice's 1
+    pred[0, 0, 0], pred[1, 1, 1] = 1.0, 1.0
+    assert tc.tumour_dice(pred, target) == pytest.approx(2 / 3)
 
 
 def test_the_smoke_grid_runs_end_to_end(tmp_path, monkeypatch):
@@ -128,8 +139,11 @@ def test_the_smoke_grid_runs_end_to_end(tmp_path, monkeypatch):
     config = tc.settings("smoke", side_methods=("no_gp",))
     records = experiment.run_grid(tc, config, profile="smoke", device=torch.device("cpu"))
     frame = results.to_frame(records)
-    assert sorted(frame["experiment"].value_counts().items()) == [("ablation", 1), ("comparison", 3), ("segmentors", 2)]
-    runs = frame[frame["experiment"] != "segmentors"]
+    assert sorted(frame["experiment"].value_counts().items()) == [("ablation", 1), ("comparison", 3), ("downstream", 2), ("segmentors", 2)]
+    runs = frame[frame["experiment"].isin(["comparison", "ablation"])]
     assert runs["metrics.dice"].notna().all() and runs["metrics.psnr_tumour"].notna().all()
     assert "No pair" not in tc.findings(frame) and len(tc.metrics_table(frame)) == 4
     assert tc.examples_figure(records, 0) is not None and tc.curves_figure(records, 0) is not None
+    downstream = frame[frame["experiment"] == "downstream"].set_index("params.inputs")
+    assert downstream.loc["t2", "metrics.channels"] == 1 and downstream.loc["tc_mgan", "metrics.channels"] == 4
+    assert "params.generator" in downstream and downstream["params.generator"].notna().sum() == 1

@@ -12,7 +12,7 @@ from medlab.papers import tc_mgan as tc
 
 TINY = {
     "image_size": 16, "width": 4, "critic_width": 4, "batch_size": 4, "seg_widths": [4, 8], "seg_epochs": 1,
-    "judge_widths": [4, 8], "judge_epochs": 1, "side_methods": ["no_cls"], "workers": 1, "num_workers": 0,
+    "judge_widths": [4, 8], "judge_epochs": 1, "downstream_epochs": 1, "side_methods": ["no_cls"], "workers": 1, "num_workers": 0,
 }
 
 
@@ -31,9 +31,9 @@ def test_chapter_7_paper_profile_runs_on_the_brats_2018_layout(isolated):
     parameters = {"data_dir": str(data_dir), "seeds": "0", "epochs": 1, "overrides": TINY}
     notebooks.execute(notebooks.find_chapter("tc_mgan"), isolated / "paper.ipynb", profile="paper", parameters=parameters)
     frame = results.load(chapter="tc_mgan", profile="paper", root=isolated / "results")
-    assert sorted(frame["experiment"].value_counts().items()) == [("ablation", 1), ("comparison", 3), ("segmentors", 2)]
+    assert sorted(frame["experiment"].value_counts().items()) == [("ablation", 1), ("comparison", 3), ("downstream", 4), ("segmentors", 2)]
     assert set(frame["dataset"]) == {"real"} and set(frame["params.data_dir"]) == {str(data_dir)}
-    runs = frame[frame["experiment"] != "segmentors"]
+    runs = frame[frame["experiment"].isin(["comparison", "ablation"])]
     assert runs["metrics.dice"].notna().all() and (runs["metrics.n_eval"] > 0).all()
     verdicts = json.loads((isolated / "results" / "paper" / "tc_mgan" / "comparisons.json").read_text())
     main = next(v for v in verdicts if v["main"])

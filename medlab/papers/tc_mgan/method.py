@@ -10,7 +10,7 @@ brain MR image synthesis", ISBI 2020, arXiv:2005.00925), in the paper's order:
   (:func:`generator_loss`), the Dice loss of a segmentor ``S(x, c)`` (:class:`Segmentor`) applied to the
   synthetic image;
 * the segmentor's own loss, mixing synthetic and real images (:func:`segmentor_loss`);
-* the pix2pix baseline's discriminator and loss (:class:`PatchDiscriminator`, :func:`pix2pix_losses`).
+* the pix2pix baseline's discriminator and losses (:class:`PatchDiscriminator`, :func:`pix2pix_d_loss`, :func:`pix2pix_g_loss`).
 
 Sums and means follow the official code's (sum over the critic's patches and over pixels, mean over the
 batch); the loss weights are arguments (the code does not define them; see the chapter's ledger).
@@ -230,14 +230,17 @@ class PatchDiscriminator(nn.Module):
         return self.net(torch.cat([t2, x], 1))
 
 
-def pix2pix_losses(disc: PatchDiscriminator, real: torch.Tensor, fake: torch.Tensor, t2: torch.Tensor, *,
-                   l1_weight: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """pix2pix's objective: the discriminator's BCE on real (1) and fake (0) patches, halved, and the
-    generator's ``BCE(D(G), 1) + l1 mean|real - G|``. Returns ``(d_loss, {"loss": g_loss, ...})``."""
+def pix2pix_d_loss(disc: PatchDiscriminator, real: torch.Tensor, fake: torch.Tensor, t2: torch.Tensor) -> torch.Tensor:
+    """pix2pix's discriminator loss: BCE on real (1) and synthetic (0) patches, halved."""
     logits_real, logits_fake = disc(real, t2), disc(fake.detach(), t2)
-    d_loss = 0.5 * (F.binary_cross_entropy_with_logits(logits_real, torch.ones_like(logits_real))
-                    + F.binary_cross_entropy_with_logits(logits_fake, torch.zeros_like(logits_fake)))
+    return 0.5 * (F.binary_cross_entropy_with_logits(logits_real, torch.ones_like(logits_real))
+                  + F.binary_cross_entropy_with_logits(logits_fake, torch.zeros_like(logits_fake)))
+
+
+def pix2pix_g_loss(disc: PatchDiscriminator, real: torch.Tensor, fake: torch.Tensor, t2: torch.Tensor, *,
+                   l1_weight: float) -> dict[str, torch.Tensor]:
+    """pix2pix's generator loss: ``BCE(D(T2, G), 1) + l1 mean|real - G|``."""
     logits = disc(fake, t2)
     adv = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
     rec = (real - fake).abs().mean()
-    return d_loss, {"loss": adv + l1_weight * rec, "g_adv": adv, "g_rec": rec, "d_adv": d_loss.detach()}
+    return {"loss": adv + l1_weight * rec, "g_adv": adv, "g_rec": rec}

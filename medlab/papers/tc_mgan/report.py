@@ -21,6 +21,8 @@ METHOD_LABELS = {
     "tc_mgan": "TC-MGAN", "mgan": "MGAN", "pix2pix": "pix2pix (one per target)",
     "no_cls": "TC-MGAN without the classifier", "no_gp": "TC-MGAN with clipping instead of GP",
 }
+INPUT_LABELS = {"t2": "T2 alone", "real": "four real modalities", "tc_mgan": "T2 + TC-MGAN's", "mgan": "T2 + MGAN's",
+                "pix2pix": "T2 + pix2pix's", "no_cls": "T2 + no-classifier's", "no_gp": "T2 + clipping's"}
 TARGET_LABELS = {"flair": "FLAIR", "t1ce": "T1ce", "t1": "T1"}
 COLOURS = {"tc_mgan": "tab:red", "mgan": "tab:blue", "pix2pix": "tab:green", "no_cls": "tab:purple", "no_gp": "tab:orange"}
 ORDER = [*MAIN, *ABLATION]
@@ -41,6 +43,12 @@ TABLES = (
         caption="Synthesis of FLAIR, T1ce and T1 from T2 on the test slices, averaged over the three targets: the judge's "
                 "tumour Dice on the synthetic images, PSNR, SSIM and MAE inside the tumour and over the brain.",
     ),
+    TableSpec(
+        experiments=("downstream",), by=("params.inputs",), metrics=("dice", "dice_slice"), percent=("dice", "dice_slice"),
+        labels={"params.inputs": INPUT_LABELS}, names={"dice": "tumour Dice (%)", "dice_slice": "per-slice Dice, the code's (%)"},
+        caption="The downstream claim: a tumour segmentor trained and tested on T2 alone, on T2 with a method's synthetic "
+                "FLAIR, T1ce and T1, or on the four real modalities.",
+    ),
 )
 
 COMPARISONS = (
@@ -53,6 +61,8 @@ COMPARISONS = (
                    method="mgan", baseline="pix2pix", floor=PSNR_FLOOR, ceiling=PSNR_CEILING, percent=False),
     ComparisonSpec(name="TC-MGAN vs MGAN (PSNR inside the tumour, dB)", metric="psnr_tumour", column="params.method",
                    method="tc_mgan", baseline="mgan", floor=PSNR_FLOOR, ceiling=PSNR_CEILING, percent=False),
+    ComparisonSpec(name="Downstream: segmentor on T2 + TC-MGAN's synthetic modalities vs T2 alone (Dice)", metric="dice",
+                   column="params.inputs", method="tc_mgan", baseline="t2", floor=0.0, ceiling=1.0, where={"experiment": "downstream"}),
     ComparisonSpec(name="Ablation: without vs with the modality classifier (judge's Dice)", metric="dice",
                    column="params.method", method="no_cls", baseline="tc_mgan", floor=0.0, ceiling=1.0),
     ComparisonSpec(name="Ablation: weight clipping vs gradient penalty (judge's Dice)", metric="dice",
@@ -71,6 +81,16 @@ def metrics_table(frame: pd.DataFrame, per_target: bool = False) -> pd.DataFrame
     metrics = [f"{t}/{m}" for t in TARGETS for m in ("dice", "psnr_tumour", "ssim_tumour", "psnr_brain")]
     names = {f"{t}/{m}": f"{TARGET_LABELS[t]} {NAMES[m].split(' (')[0]}" for t in TARGETS for m in ("dice", "psnr_tumour", "ssim_tumour", "psnr_brain")}
     return results.summarize(rows, metrics, by=("method",), percent=[f"{t}/dice" for t in TARGETS], names=names)
+
+
+def downstream_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """The downstream segmentor's test Dice per input, mean ± std over seeds (empty without such runs)."""
+    rows = frame[frame["experiment"] == "downstream"] if "experiment" in frame else frame.iloc[:0]
+    if rows.empty:
+        return pd.DataFrame({"note": ["no downstream runs in this profile (set downstream_inputs)"]})
+    rows = rows.assign(inputs=rows["params.inputs"].map(INPUT_LABELS))
+    return results.summarize(rows, ["dice", "dice_slice"], by=("inputs",), percent=["dice", "dice_slice"],
+                             names={"dice": "tumour Dice (%)", "dice_slice": "per-slice Dice, the code's (%)"})
 
 
 def references_table(frame: pd.DataFrame) -> pd.DataFrame:

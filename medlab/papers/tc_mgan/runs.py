@@ -22,9 +22,9 @@ from medlab.experiment import Job, RunOutput, fingerprint, job, run_dir_for, run
 from .config import ABLATION, METHODS, SLUG, Method, Settings
 from .method import (
     TARGETS, Critic, PatchDiscriminator, Segmentor, UNetGenerator, condition, critic_loss, dice_loss, generator_loss,
-    pix2pix_losses, segmentor_loss,
+    pix2pix_d_loss, pix2pix_g_loss, segmentor_loss,
 )
-from .scores import synthesis_scores, tumour_dice
+from .scores import slice_dice, synthesis_scores, tumour_dice
 
 T2 = MODALITIES.index("t2")
 CHANNELS = torch.tensor([MODALITIES.index(t) for t in TARGETS])  # the image channel of each target code
@@ -155,7 +155,9 @@ def train_segmentor(config: Settings, data: ChapterData, item: Job, run: RunCont
         code = torch.full((len(test_x),), k, dtype=torch.long)
         probs = segment(model, pick(test_x, code), code, run.device, config.eval_batch_size, logits=is_judge)
         scores[f"{target}/dice"] = tumour_dice(probs, test_y)
-    scores["dice"] = float(np.mean([scores[f"{t}/dice"] for t in TARGETS]))
+        scores[f"{target}/dice_slice"] = slice_dice(probs, test_y)
+    for name in ("dice", "dice_slice"):
+        scores[name] = float(np.mean([scores[f"{t}/{name}"] for t in TARGETS]))
     return RunOutput(metrics=scores, fit=fit)
 
 
@@ -254,26 +256,22 @@ def gan_step(model: Synthesis, batch, method: Method, config: Settings, critic_o
 
 
 def pix2pix_step(model: Synthesis, images: torch.Tensor, critic_opt: torch.optim.Optimizer, config: Settings) -> dict[str, torch.Tensor]:
-    """pix2pix: every target's discriminator, then every target's generator, on the whole batch."""
+    """pix2pix: one target drawn per batch, its discriminator's step, then its generator's loss (the
+    other two models rest), so each target model gets a third of the steps: as many samples of its target
+    as the one-generator methods see, at the same cost per step."""
     t2 = images[:, T2 : T2 + 1]
-    fakes, d_losses = [], []
-    for k, g in enumerate(model.generators):
-        fakes.append(g(t2))
-        d_losses.append(pix2pix_losses(model.critics[k], pick(images, torch.full((len(t2),), k, device=t2.device)), fakes[-1], t2, l1_weight=config.pix2pix_l1)[0])
+    k = int(torch.randint(len(TARGETS), ()))
+    generator, disc = model.generators[k], model.critics[k]
+    real = pick(images, torch.full((len(t2),), k, device=t2.device))
+    fake = generator(t2)
+    d_loss = pix2pix_d_loss(disc, real, fake, t2)
     critic_opt.zero_grad(set_to_none=True)
-    sum(d_losses).backward()
+    d_loss.backward()
     critic_opt.step()
-    total: dict[str, torch.Tensor] = {}
-    for k, disc in enumerate(model.critics):
-        disc.requires_grad_(False)
-        real = pick(images, torch.full((len(t2),), k, device=t2.device))
-        _, g = pix2pix_losses(disc, real, fakes[k], t2, l1_weight=config.pix2pix_l1)
-        disc.requires_grad_(True)
-        for name, value in g.items():
-            total[name] = total[name] + value if name in total else value
-    total["d_loss"] = sum(d.detach() for d in d_losses)
-    total["g_loss"] = total["loss"].detach()
-    return total
+    disc.requires_grad_(False)
+    g = pix2pix_g_loss(disc, real, fake, t2, l1_weight=config.pix2pix_l1)
+    disc.requires_grad_(True)
+    return {**g, "d_loss": d_loss.detach(), "g_loss": g["loss"].detach()}
 
 
 def train_synthesis(config: Settings, data: ChapterData, item: Job, run: RunContext, segmentor: Path | None,
@@ -338,13 +336,15 @@ def evaluate(model: Synthesis, data: ChapterData, config: Settings, device: torc
         real = pick(images, code)
         fake = torch.where(brain[:, None], fake, torch.full_like(fake, -1.0))  # the background is known: -1
         scores.update({f"{target}/{n}": v for n, v in synthesis_scores(fake, real, brain, tumour).items()})
-        scores[f"{target}/dice"] = tumour_dice(segment(judge, fake, code, device, config.eval_batch_size), masks)
+        probs = segment(judge, fake, code, device, config.eval_batch_size)
+        scores[f"{target}/dice"], scores[f"{target}/dice_slice"] = tumour_dice(probs, masks), slice_dice(probs, masks)
         scores[f"{target}/real_dice"] = tumour_dice(segment(judge, real, code, device, config.eval_batch_size), masks)
         scores[f"{target}/blank_dice"] = tumour_dice(segment(judge, torch.full_like(real, -1.0), code, device, config.eval_batch_size), masks)
         t2_as = synthesis_scores(images[:, T2 : T2 + 1], real, brain, tumour)
         scores[f"{target}/t2_psnr_tumour"] = t2_as["psnr_tumour"]
         examples["real"][target], examples["fake"][target] = real[show, 0].clone(), fake[show, 0].clone()
-    names = ("psnr_brain", "ssim_brain", "mae_brain", "psnr_tumour", "ssim_tumour", "mae_tumour", "dice", "real_dice", "blank_dice", "t2_psnr_tumour")
+    names = ("psnr_brain", "ssim_brain", "mae_brain", "psnr_tumour", "ssim_tumour", "mae_tumour", "dice", "dice_slice", "real_dice",
+             "blank_dice", "t2_psnr_tumour")
     for name in names:
         scores[name] = float(np.nanmean([scores[f"{t}/{name}"] for t in TARGETS]))
     scores["n_eval"] = float(len(images))
@@ -357,12 +357,15 @@ def evaluate(model: Synthesis, data: ChapterData, config: Settings, device: torc
 
 
 def grid(config: Settings) -> list[Job]:
-    """Phase 0: S pretrained and the judge, per seed; phase 1: the main methods at every seed, the
+    """Phase 0: S pretrained and the judge, once (``segmentor_seed``); phase 1: the main methods at every seed, the
     ablation at the side seeds that are among the seeds."""
-    jobs = [job("segmentors", s, stage=stage, network=stage) for stage in ("segmentor", "judge") for s in config.seeds]
+    jobs = [upstream_job(config, stage) for stage in ("segmentor", "judge")]
     jobs += [job("comparison", s, phase=1, stage="gan", method=m) for m in config.methods for s in config.seeds]
     side = [s for s in config.side_seeds if s in config.seeds]
     jobs += [job("ablation", s, phase=1, stage="gan", method=m) for m in config.side_methods if m not in config.methods for s in side]
+    for kind in config.downstream_inputs:  # phase 2, at the seeds where the generator exists
+        seeds = config.seeds if kind in ("t2", "real") or kind in config.methods else side
+        jobs += [job("downstream", s, phase=2, stage="downstream", inputs=kind) for s in seeds]
     return jobs
 
 
@@ -370,20 +373,32 @@ def identity(config: Settings, item: Job, data_dir: str | Path | None = None) ->
     """The parameters that identify ``item``; a synthesis run also holds the fingerprints of the
     segmentor and judge runs it loads."""
     source = None if data_dir is None else str(data_dir)
-    if item.stage in ("segmentor", "judge"):
-        return run_identity(config, stage=item.stage, network=item.network, data_dir=source)
-    params = run_identity(config, stage="gan", method=item.method, data_dir=source)
     from medlab import dependencies
 
+    if item.stage in ("segmentor", "judge"):
+        return run_identity(config, stage=item.stage, network=item.network, data_dir=source)
+    if item.stage == "downstream":
+        from .downstream import synthesis_job
+
+        params = run_identity(config, stage="downstream", inputs=item.inputs, data_dir=source)
+        if item.inputs not in ("t2", "real"):
+            params["generator"] = fingerprint(identity(config, synthesis_job(item, config), data_dir), dependencies.code_fingerprint(SLUG))
+        return params
+    params = run_identity(config, stage="gan", method=item.method, data_dir=source)
     for stage in ("segmentor", "judge"):
-        upstream = identity(config, job("segmentors", item.seed, stage=stage, network=stage), data_dir)
+        upstream = identity(config, upstream_job(config, stage), data_dir)
         params[stage] = fingerprint(upstream, dependencies.code_fingerprint(SLUG))
     return params
 
 
+def upstream_job(config: Settings, stage: str) -> Job:
+    """The run that trains S (``stage="segmentor"``) or the judge, shared by every synthesis run."""
+    return job("segmentors", config.segmentor_seed, stage=stage, network=stage)
+
+
 def upstream_file(config: Settings, item: Job, stage: str, profile: str, data_dir: str | Path | None) -> Path:
     """The segmentor (``stage="segmentor"``) or the judge a synthesis run ``item`` loads."""
-    source = job("segmentors", item.seed, stage=stage, network=stage)
+    source = upstream_job(config, stage)
     return run_dir_for(profile, SLUG, source, identity(config, source, data_dir)) / (SEGMENTOR_FILE if stage == "segmentor" else JUDGE_FILE)
 
 
@@ -392,6 +407,13 @@ def run_job(item: Job, *, config: Settings, profile: str, device: str, data_dir:
     data = load_data(config, data_dir)
     if item.stage in ("segmentor", "judge"):
         train = lambda run: train_segmentor(config, data, item, run)  # noqa: E731
+    elif item.stage == "downstream":
+        from .downstream import synthesis_job, train_downstream
+
+        source = synthesis_job(item, config)
+        generator = None if item.inputs in ("t2", "real") else (
+            run_dir_for(profile, SLUG, source, identity(config, source, data_dir)) / GENERATOR_FILE)
+        train = lambda run: train_downstream(config, data, item, run, generator)  # noqa: E731
     else:
         segmentor = upstream_file(config, item, "segmentor", profile, data_dir) if METHODS[item.method].consistency else None
         judge = upstream_file(config, item, "judge", profile, data_dir)
@@ -404,5 +426,7 @@ def describe(item: Job, record: Mapping[str, Any]) -> str:
     m = record["metrics"]
     if item.experiment == "segmentors":
         return f"{item.network} seed {item.seed}: Dice on real test images {m['dice']:.3f}"
+    if item.experiment == "downstream":
+        return f"downstream: segmentor on {item.inputs}, seed {item.seed}: test Dice {m['dice']:.3f}"
     return (f"{item.experiment}: {item.method}, seed {item.seed}: judge's Dice {m['dice']:.3f} (real {m['real_dice']:.3f}), "
             f"PSNR brain {m['psnr_brain']:.2f} / tumour {m['psnr_tumour']:.2f} dB, SSIM {m['ssim_brain']:.3f}")
