@@ -385,7 +385,7 @@ def identity(config: Settings, item: Job, data_dir: str | Path | None = None) ->
             params["generator"] = fingerprint(identity(config, synthesis_job(item, config), data_dir), dependencies.code_fingerprint(SLUG))
         return params
     params = run_identity(config, stage="gan", method=item.method, data_dir=source)
-    for stage in ("segmentor", "judge"):
+    for stage in ("segmentor", "judge") if METHODS[item.method].consistency else ("judge",):
         upstream = identity(config, upstream_job(config, stage), data_dir)
         params[stage] = fingerprint(upstream, dependencies.code_fingerprint(SLUG))
     return params
