@@ -303,7 +303,8 @@ if "segmentation" in config.tasks:
 
 # %% [markdown]
 # **Linear probes** (segmentation): what the frozen encoders' features hold. The pretrained encoder must
-# beat the random one here for a fine-tuning comparison to count.
+# beat the random one here for a fine-tuning comparison to count, and the random encoder's probe must
+# itself learn (at least 10% whole-tumour Dice), or "beats random" would be read off noise.
 
 # %%
 if "segmentation" in config.tasks:
@@ -349,7 +350,8 @@ for task in config.ablation_tasks:
 # Before a direction is stated: the baseline must have learned (at least halfway from an empty mask,
 # Dice 0, to 100) without saturating; the puzzle must be solved on held-out volumes (at least half the
 # arrangements, and the rotations at least halfway from chance, 50%, to 100%); the linear probe of the
-# pretrained encoder must beat the random encoder's; and the interval must be at most ±3 points. A
+# pretrained encoder must beat the random encoder's, a probe that itself learns (at least 10% Dice);
+# and the interval must be at most ±3 points. A
 # comparison whose gate fails is *void*, with its reason. The verdicts are also written to
 # `results/<profile>/rubik/comparisons.json`.
 
@@ -427,4 +429,5 @@ pd.Series(throughput["metrics"]).map(lambda v: f"{v:,.2f}").to_frame(
 # | Labelled set sizes | not known to us | demo: 40 labelled volumes, 5 seeds, 200 test volumes (each run sees 64 volumes per epoch); paper profile: 40, 100 and 200, ablation at 100 on both tasks | the evidence standard asks for seeds and a large test set before label counts; 40 is a label count of both profiles, so the declared comparison reads both |
 # | Demo tasks | classification and segmentation | segmentation only; the classification and the ablation run in the paper profile | in the previous demo every classification run scored below always answering "no haemorrhage" (37.5-39.6% vs 40.6% macro F1): a comparison on it could show nothing; its budget went to seeds and test volumes |
 # | Primary metric | Dice of WT, TC, ET | whole-tumour Dice for the comparison and for choosing the epoch; TC and ET reported | the demo's enhancing rim is ~26 voxels: its Dice moves by tens of points between seeds |
-# | Linear probe | not in the paper | frozen encoder, every stage's feature map upsampled and concatenated, a 1x1x1 convolution trained with the fine-tuning loss and schedule | the evidence standard's test of what pretraining taught the encoder |
+# | Pretrained fine-tuning | the paper's pretrained networks beat scratch | the demo's pretrained U-Nets can collapse to a constant output (no tumour anywhere, on training volumes too) | measured on development data seed 7, seed 0, validation split: from the Rubik encoder the validation whole-tumour Dice went 0.02, 0.02, 0.14, then 0.00 from epoch 5 on at the demo's rate 2e-3, and stayed at 0.02-0.07 at 5e-4; from scratch 0.83 and 0.57. The training loss fell alike for both (1.29 and 1.27 at the end): the Dice-plus-cross-entropy of a constant prediction is not far above that of a useful one on volumes whose tumour classes are often absent. The cause is not found (the encoder's statistics and weight norms look ordinary); it is left as a finding, not tuned away |
+# | Linear probe | not in the paper | frozen encoder, every stage's feature map upsampled, concatenated and standardised per channel (batch norm without parameters), a 1x1x1 convolution trained with the fine-tuning loss and epochs at a peak rate of 0.1, on the first three seeds; its gate also asks the random encoder's probe to reach 10% whole-tumour Dice | the evidence standard's test of what pretraining taught the encoder. The previous version trained the probe at the fine-tuning rate (2e-3) on raw features: both probes stayed at an empty mask (2.3 and 3.1% test Dice) and the "above random" gate passed on that noise. Rate chosen on development data seed 7, validation split, seed 0: random-encoder probe 0.17, 0.30 and 0.35 validation whole-tumour Dice at 0.01, 0.03 and 0.1 (Rubik encoder 0.04, 0.03 and 0.19). Three probe seeds keep the demo near its budget: the probe is a gate, not the main comparison |

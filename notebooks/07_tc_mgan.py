@@ -54,6 +54,15 @@ if importlib.util.find_spec("medlab") is None:
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", PACKAGE], check=True)
 
 # %% [markdown]
+# **Resource card.** Measured by `medlab bench` on this book's machines (the table is generated from
+# the benchmark records shipped with the package, `medlab/resources/bench/tc_mgan/`):
+
+# %%
+from medlab.results import resource_card
+
+resource_card("tc_mgan")
+
+# %% [markdown]
 # ## Parameters and setup
 #
 # `profile` is `smoke` (seconds, for CI), `demo` (the book, minutes on a CPU) or `paper` (BraTS 2018
@@ -226,7 +235,7 @@ display(Markdown(tc.findings(frame)))
 # |---|---|---|---|
 # | Data | BraTS 2018, 285 cases | demo: synthetic 2D slices (chapter 3's anatomy and contrast model); paper profile: BraTS through chapter 3's reader | CPU budget and offline build |
 # | Split | `random.seed(10)` shuffle of an unsorted `glob`: 85 test, 100 "gan", 100 "train" cases | the same proportions on the sorted case names, permuted by `numpy.random.default_rng(10)`; "gan" is our `train`, "train" our `val` | reproducible on any file system |
-# | Slices | every axial slice with more than 2000 non-zero pixels in every modality; `cv2.INTER_AREA` to 128; divided by the slice's max; (x - 0.5) / 0.5 | the same; area averaging with `torch.nn.functional.interpolate`; 64 x 64 in the demo, 128 in the paper profile; stored as float16 | no OpenCV dependency; CPU budget |
+# | Slices | every axial slice with more than 2000 non-zero pixels in every modality; `cv2.INTER_AREA` to 128; divided by the slice's max; (x - 0.5) / 0.5 | the same; area averaging with `torch.nn.functional.interpolate`; 32 x 32 in the demo, 128 in the paper profile; stored as float16 | no OpenCV dependency; CPU budget |
 # | Loss weights | $\lambda_{cls}, \lambda_{gp}, \lambda_{rec}, \lambda_{seg}$ used but never defined | $\lambda_{cls} = 1$, $\lambda_{gp} = 10$ (StarGAN's and WGAN-GP's, from which the code is built), $\lambda_{rec} = 0.1$ on the L1 summed over pixels (RAGAN, a derivative of the code), $\lambda_{seg} = 10$ | the code cannot run as published; RAGAN's $\lambda_{cls} = 20$, $\lambda_{gp} = 100$ are noted as the alternative |
 # | Save bug | the generator is saved to the segmentor's path and overwritten | the generator, S and the judge are saved to separate files in each run's folder | the code's intent |
 # | Networks | G: U-Net with 7 down-samplings, width 64; D: widths 64 to 1024; S: widths 64 to 512 | paper profile: the same; demo: widths 16 (G, D) and 16 to 128 (S) | CPU budget |

@@ -220,6 +220,8 @@ def test_settings_reject_bad_values():
         rubik.settings("smoke", label_counts=(8, 99))
     with pytest.raises(ValueError, match=r"epochs must be >= 1, got \{'finetune_epochs': 0\}"):
         rubik.settings("smoke", finetune_epochs=0)
+    with pytest.raises(ValueError, match=r"probe_seeds \[3\] are not among seeds \(0,\)"):
+        rubik.settings("smoke", probe_seeds=(0, 3))
 
 
 def test_grid_pretrains_before_it_fine_tunes_and_pairs_initialisations():
@@ -260,6 +262,7 @@ def test_linear_probe_trains_only_its_head_and_keeps_the_encoder_frozen():
     encoder = VolumeEncoder(4, (2, 4, 8))
     probe = rubik.LinearProbe3d(encoder, 4).train()
     assert not encoder.training and [n for n, q in probe.named_parameters() if q.requires_grad] == ["head.weight", "head.bias"]
+    assert probe.standardise.training and not probe.standardise.affine  # per-channel standardisation, no parameters
     out = probe(torch.randn(2, 4, 16, 16, 16))
     assert out.shape == (2, 4, 16, 16, 16) and probe.head.in_channels == 2 + 4 + 8
     out.sum().backward()
@@ -301,6 +304,13 @@ def test_comparison_is_void_until_the_puzzle_is_solved_and_the_probe_beats_rando
     floor = {v["name"]: v for v in report.evaluate_all(rubik.COMPARISONS, _records(
         {"scratch": 0.05, "rubik": 0.30}, {"scratch": 0.51, "rubik": 0.60}, arrangement=0.9, rotation=0.9))}
     assert floor[main]["verdict"] == "void" and not floor[main]["gates"]["baseline_learned"]
+    # probes stuck near an empty mask: "above random" would pass on noise, so the probe gate fails
+    stuck = {v["name"]: v for v in report.evaluate_all(rubik.COMPARISONS, _records(
+        {"scratch": 0.70, "rubik": 0.74}, {"scratch": 0.02, "rubik": 0.03}, arrangement=0.9, rotation=0.9))}
+    learns = "linear probe of a random encoder learns (whole-tumour Dice >= 10%)"
+    assert stuck[main]["verdict"] == "void" and not stuck[main]["gates"][learns]
+    assert stuck[main]["gates"]["linear probe of the Rubik encoder above a random encoder's"]
+    assert f"{learns} fails: mean dice/whole tumour 0.020" in stuck[main]["reason"]
 
 
 def test_findings_are_written_from_the_records():

@@ -59,6 +59,7 @@ class Settings(ChapterSettings):
     label_counts: tuple[int, ...] = grid_field()  # labeled volumes of the label-efficiency runs
     ablation_labels: int = grid_field()  # labeled volumes of the ablation runs
     probe_labels: int = grid_field()  # labeled volumes of the linear probes (segmentation)
+    probe_seeds: tuple[int, ...] = grid_field((0, 1, 2))  # the seeds (among seeds) of the linear probes
     # pretraining (the proxy task)
     cube_size: int = training_field(stages=PRETRAIN)
     n_unlabeled: int = training_field(stages=PRETRAIN)
@@ -79,6 +80,7 @@ class Settings(ChapterSettings):
     finetune_batch_size: int = training_field(stages=DOWNSTREAM)
     finetune_lr: float = training_field(stages=DOWNSTREAM)
     finetune_weight_decay: float = training_field(1e-4, stages=DOWNSTREAM)
+    probe_lr: float = training_field(0.1, stages=PROBE)  # peak rate of the linear probes (one linear layer; see the ledger)
     # a small labeled subset is repeated up to this many samples per epoch
     finetune_epoch_samples: int = training_field(stages=DOWNSTREAM)
 
@@ -124,6 +126,7 @@ PROFILES: dict[str, Settings] = {
         n_val=8,
         n_test=8,
         seeds=(0,),
+        probe_seeds=(0,),
         num_permutations=8,
         pretrain_epochs=1,
         pretrain_batch_size=8,
@@ -189,6 +192,9 @@ def settings(profile: str | None = None, **overrides: Any) -> Settings:
     too_many = [n for n in (*config.label_counts, config.ablation_labels) if not 1 <= n <= config.n_labeled]
     if too_many:
         raise ValueError(f"label counts {too_many} must be in [1, n_labeled = {config.n_labeled}]")
+    stray = [s for s in config.probe_seeds if s not in config.seeds]
+    if stray:
+        raise ValueError(f"probe_seeds {stray} are not among seeds {tuple(config.seeds)}")
     short = {k: getattr(config, k) for k in ("pretrain_epochs", "finetune_epochs") if getattr(config, k) < 1}
     if short:
         raise ValueError(f"epochs must be >= 1, got {short}")

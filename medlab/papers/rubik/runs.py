@@ -209,12 +209,16 @@ def initial_encoder(config: Settings, in_channels: int, encoder_path: Path | Non
 
 class LinearProbe3d(nn.Module):
     """The linear probe of a segmentation encoder: the frozen encoder's feature maps of every stage,
-    upsampled (trilinear) to the volume's size and concatenated, and a voxel-wise linear classifier (a
-    1x1x1 convolution), the only part that trains. Measures what the encoder's features hold."""
+    upsampled (trilinear) to the volume's size and concatenated, standardised per channel (a batch norm
+    without affine parameters, as linear probes usually have: a random encoder's features have no
+    common scale), and a voxel-wise linear classifier (a 1x1x1 convolution), the only part that
+    trains. The standardisation is a fixed affine map at test time, so the probe stays linear.
+    Measures what the encoder's features hold."""
 
     def __init__(self, encoder: VolumeEncoder, num_classes: int):
         super().__init__()
         self.encoder = encoder.requires_grad_(False).eval()
+        self.standardise = nn.BatchNorm3d(sum(encoder.widths), affine=False)
         self.head = nn.Conv3d(sum(encoder.widths), num_classes, kernel_size=1)
 
     def train(self, mode: bool = True) -> "LinearProbe3d":
@@ -226,7 +230,7 @@ class LinearProbe3d(nn.Module):
         with torch.no_grad():
             size = volumes.shape[-3:]
             features = torch.cat([F.interpolate(f, size=size, mode="trilinear") for f in self.encoder(volumes)], 1)
-        return self.head(features)
+        return self.head(self.standardise(features))
 
 
 def flip_left_right(volumes: torch.Tensor, masks: torch.Tensor | None = None):
@@ -283,9 +287,10 @@ def finetune(config: Settings, data: TaskData, job: Job, run: RunContext, encode
     else:
         model = VolumeClassifier(encoder, len(data.classes)) if classify else UNet3d(encoder, len(data.classes))
     trained = [q for q in model.parameters() if q.requires_grad]
-    optimizer = torch.optim.AdamW(trained, lr=config.finetune_lr, weight_decay=config.finetune_weight_decay)
+    lr = config.probe_lr if job.stage == "probe" else config.finetune_lr
+    optimizer = torch.optim.AdamW(trained, lr=lr, weight_decay=config.finetune_weight_decay)
     steps = config.finetune_epochs * (len(train) // batch_size)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.finetune_lr, total_steps=steps, pct_start=0.2)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.2)
     val_targets = targets_of(data.val)
 
     def predict(m: nn.Module, dataset: Dataset) -> torch.Tensor:
@@ -354,7 +359,7 @@ def grid(config: Settings) -> list[Job]:
     # the linear probes of the evidence standard's gate: pretrained features against a random encoder's
     downstream += [
         job("probe", s, phase=1, stage="probe", task="segmentation", init=init, labels=int(config.probe_labels))
-        for init in ("scratch", "rubik") for s in config.seeds if "segmentation" in config.tasks
+        for init in ("scratch", "rubik") for s in config.probe_seeds if "segmentation" in config.tasks
     ]
     # segmentation first (the longest runs), so that the parallel workers finish together
     pretraining.sort(key=lambda j: j.task != "segmentation")
