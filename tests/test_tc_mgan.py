@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -142,8 +143,32 @@ def test_the_smoke_grid_runs_end_to_end(tmp_path, monkeypatch):
     assert sorted(frame["experiment"].value_counts().items()) == [("ablation", 1), ("comparison", 3), ("downstream", 2), ("segmentors", 2)]
     runs = frame[frame["experiment"].isin(["comparison", "ablation"])]
     assert runs["metrics.dice"].notna().all() and runs["metrics.psnr_tumour"].notna().all()
+    # the comparisons' metrics, relative to the references measured in the same run
+    for target in tc.TARGETS:
+        share = runs[f"metrics.{target}/dice"] / runs[f"metrics.{target}/real_dice"]
+        assert np.allclose(runs[f"metrics.{target}/dice_share"], share, equal_nan=True)
+        gain = runs[f"metrics.{target}/psnr_brain"] - runs[f"metrics.{target}/t2_psnr_brain"]
+        assert np.allclose(runs[f"metrics.{target}/psnr_brain_gain"], gain)
     assert "No pair" not in tc.findings(frame) and len(tc.metrics_table(frame)) == 4
     assert tc.examples_figure(records, 0) is not None and tc.curves_figure(records, 0) is not None
     downstream = frame[frame["experiment"] == "downstream"].set_index("params.inputs")
     assert downstream.loc["t2", "metrics.channels"] == 1 and downstream.loc["tc_mgan", "metrics.channels"] == 4
     assert "params.generator" in downstream and downstream["params.generator"].notna().sum() == 1
+
+
+def test_main_comparison_reads_the_judge_s_dice_as_a_share_of_its_dice_on_real_images():
+    import pandas as pd
+
+    from medlab import report
+
+    rows = []
+    for seed in range(5):
+        for method, share in (("mgan", 0.60 + 0.01 * seed), ("tc_mgan", 0.70 + 0.01 * seed), ("pix2pix", 0.5)):
+            rows.append({"experiment": "comparison", "seed": seed, "params.method": method, "metrics.dice_share": share,
+                         "metrics.psnr_tumour_gain": 1.0, "metrics.psnr_brain_gain": 4.0})
+    verdicts = {v["name"]: v for v in report.evaluate_all(tc.COMPARISONS, pd.DataFrame(rows))}
+    main = next(v for v in verdicts.values() if v["main"])
+    assert main["metric"] == "dice_share" and main["verdict"] == "better" and main["diff_mean"] == pytest.approx(0.10)
+    # PSNR gains of 1 dB over T2-as-target are 5% of the way to the 20 dB ceiling: void, with the reason
+    psnr = verdicts["MGAN vs pix2pix (PSNR inside the tumour, dB above T2 as the target)"]
+    assert psnr["verdict"] == "void" and "5% of the way" in psnr["reason"]

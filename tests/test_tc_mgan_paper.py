@@ -37,7 +37,7 @@ def test_chapter_7_paper_profile_runs_on_the_brats_2018_layout(isolated):
     assert runs["metrics.dice"].notna().all() and (runs["metrics.n_eval"] > 0).all()
     verdicts = json.loads((isolated / "results" / "paper" / "tc_mgan" / "comparisons.json").read_text())
     main = next(v for v in verdicts if v["main"])
-    assert main["metric"] == "dice" and main["verdict"] == "void"  # one seed: no interval
+    assert main["metric"] == "dice_share" and main["verdict"] == "void"  # one seed: no interval
 
 
 def test_settings_that_do_not_fit_the_real_data_fail_before_training(tmp_path):

@@ -341,10 +341,15 @@ def evaluate(model: Synthesis, data: ChapterData, config: Settings, device: torc
         scores[f"{target}/real_dice"] = tumour_dice(segment(judge, real, code, device, config.eval_batch_size), masks)
         scores[f"{target}/blank_dice"] = tumour_dice(segment(judge, torch.full_like(real, -1.0), code, device, config.eval_batch_size), masks)
         t2_as = synthesis_scores(images[:, T2 : T2 + 1], real, brain, tumour)
-        scores[f"{target}/t2_psnr_tumour"] = t2_as["psnr_tumour"]
+        scores[f"{target}/t2_psnr_tumour"], scores[f"{target}/t2_psnr_brain"] = t2_as["psnr_tumour"], t2_as["psnr_brain"]
+        # relative to the references: the share of the judge's real-image Dice, and dB above T2 taken as the target
+        real_dice = scores[f"{target}/real_dice"]
+        scores[f"{target}/dice_share"] = scores[f"{target}/dice"] / real_dice if real_dice > 0 else float("nan")
+        scores[f"{target}/psnr_tumour_gain"] = scores[f"{target}/psnr_tumour"] - t2_as["psnr_tumour"]
+        scores[f"{target}/psnr_brain_gain"] = scores[f"{target}/psnr_brain"] - t2_as["psnr_brain"]
         examples["real"][target], examples["fake"][target] = real[show, 0].clone(), fake[show, 0].clone()
     names = ("psnr_brain", "ssim_brain", "mae_brain", "psnr_tumour", "ssim_tumour", "mae_tumour", "dice", "dice_slice", "real_dice",
-             "blank_dice", "t2_psnr_tumour")
+             "blank_dice", "t2_psnr_tumour", "t2_psnr_brain", "dice_share", "psnr_tumour_gain", "psnr_brain_gain")
     for name in names:
         scores[name] = float(np.nanmean([scores[f"{t}/{name}"] for t in TARGETS]))
     scores["n_eval"] = float(len(images))
