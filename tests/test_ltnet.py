@@ -236,7 +236,9 @@ def test_grid_runs_the_main_methods_at_every_seed_and_the_rest_at_side_seeds():
     jobs = lt.grid(config)
     count = lambda method: sum(j.method == method for j in jobs)  # noqa: E731
     assert count("ltnet") == count("oneway") == len(config.seeds) == 5
-    assert count("atlas_seg") == count("identity") == 3 and count("no_label_cycle") == 2
+    assert count("atlas_seg") == count("identity") == 3 and count("no_label_cycle") == 0  # the ablation: paper profile
+    paper = lt.grid(lt.settings("paper"))
+    assert sum(j.method == "no_label_cycle" for j in paper) == 3 and sum(j.method == "ltnet" for j in paper) == 5
     assert jobs[0].method == "ltnet" and lt.weights_of("oneway", config).cycle is False
     assert lt.weights_of("no_field_cycle", config).field_cycle == 0 and lt.weights_of("no_field_cycle", config).image_cycle == 1
     main = [c for c in lt.COMPARISONS if c.main]
