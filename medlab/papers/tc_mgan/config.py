@@ -80,8 +80,8 @@ class Settings(ChapterSettings):
     eval_batch_size: int = 64
 
 
-# 24 GAN epochs, chosen on the development seed (see the ledger); the ablation runs in the paper profile
-_DEMO = Settings(seeds=(0, 1, 2, 3, 4), side_seeds=(0, 1, 2), side_methods=(), epochs=24)
+# 24 GAN epochs, chosen on the development seed, at 4 seeds (see the ledger); the ablation runs in the paper profile
+_DEMO = Settings(seeds=(0, 1, 2, 3), side_seeds=(0, 1, 2), side_methods=(), epochs=24)
 
 PROFILES: dict[str, Settings] = {
     # every method and code path on a few batches, in one process
