@@ -26,7 +26,7 @@ TINY = dict(
     tasks=("segmentation",), ablation_tasks=("segmentation",),
     label_counts=(3, TRAIN_CASES), ablation_labels=3, probe_labels=3,
     finetune_epochs=1, finetune_epoch_samples=4, finetune_batch_size=2,
-    seeds=(0,), num_workers=0, workers=1,
+    seeds=(0,), probe_seeds=(0,), num_workers=0, workers=1,
 )
 VERDICTS = {"better", "worse", "no_difference", "void"}
 
