@@ -63,6 +63,20 @@ def test_jacobian_of_known_fields():
     assert m.folding_share(folded, mask).item() == 1.0
 
 
+def test_field_statistics_by_hand():
+    shape = (4, 5, 6)
+    forward = torch.zeros(2, 3, *shape)
+    forward[:, 0] = 3.0
+    forward[:, 1] = 4.0  # every vector 5 voxels long; a shift does not fold
+    stats = lt.field_statistics(forward, -forward, torch.zeros_like(forward))
+    assert stats["mean |forward| (voxels)"] == pytest.approx(5.0) and stats["mean |backward| (voxels)"] == pytest.approx(5.0)
+    assert stats["mean cycle residual (voxels)"] == 0.0 and stats["folding (%)"] == 0.0
+    assert stats["Jacobian, 1st percentile"] == pytest.approx(1.0)
+    grid = torch.arange(shape[0], dtype=torch.float32)[:, None, None].expand(shape)
+    flip = torch.stack([-2.0 * grid, torch.zeros(shape), torch.zeros(shape)])[None]  # determinant -1
+    assert lt.field_statistics(flip, flip, flip)["folding (%)"] == 100.0
+
+
 def test_soft_dice_loss_by_hand():
     y = m.onehot(torch.tensor([[[[0, 1], [2, 2]]]]), 3)
     assert m.soft_dice_loss(y, y).item() == pytest.approx(0.0, abs=1e-5)

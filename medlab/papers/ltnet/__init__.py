@@ -26,6 +26,8 @@ from .report import (
     METHOD_LABELS,
     curves_figure,
     data_figure,
+    field_statistics,
+    field_summary,
     metrics_table,
     structures_figure,
     structures_table,

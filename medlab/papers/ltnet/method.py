@@ -24,6 +24,7 @@ Metrics of a field: :func:`jacobian_determinant` and :func:`folding_share`.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -65,15 +66,11 @@ def warp(volume: torch.Tensor, field: torch.Tensor, padding_mode: str = "border"
     """``volume(p + field(p))`` by trilinear interpolation (MONAI's ``Warp``): ``volume`` (N, C, D, H, W),
     ``field`` (N, 3, D, H, W) in voxels."""
     if padding_mode not in _WARP:
-        import warnings
-
         from monai.networks.blocks import Warp
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             _WARP[padding_mode] = Warp(mode="bilinear", padding_mode=padding_mode)
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return _WARP[padding_mode](volume, field)
@@ -162,7 +159,9 @@ def smoothness_loss(field: torch.Tensor) -> torch.Tensor:
         from monai.losses import DiffusionLoss
 
         _LOSSES["diffusion"] = DiffusionLoss()
-    return _LOSSES["diffusion"](field)
+    with warnings.catch_warnings():  # MONAI's own indexing, deprecated by torch; not ours to fix
+        warnings.filterwarnings("ignore", message="Using a non-tuple sequence for multidimensional indexing")
+        return _LOSSES["diffusion"](field)
 
 
 def soft_dice_loss(probabilities: torch.Tensor, onehot: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
