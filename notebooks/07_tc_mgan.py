@@ -159,6 +159,12 @@ plots.show_source(tc.gan_step)
 records = experiment.run_grid(tc, config, profile=profile, device=device, data_dir=data_dir)
 frame = results.to_frame(records)
 
+# %% [markdown]
+# Training curves of the first seed. The first two panels are each method's own objective (the GANs'
+# Wasserstein terms are sums over the critic's patches, pix2pix's a binary cross-entropy), so only their
+# shapes compare; the third is the L1 error between the synthetic and the real target per pixel, the
+# same quantity for every method.
+
 # %%
 fig = tc.curves_figure(records, config.seeds[0])
 

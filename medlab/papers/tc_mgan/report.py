@@ -13,7 +13,7 @@ from medlab import results
 from medlab.chapter import ComparisonSpec, TableSpec
 from medlab.report import paired, significance_text, spread
 
-from .config import ABLATION, MAIN
+from .config import ABLATION, MAIN, METHODS
 from .method import TARGETS
 from .runs import EXAMPLES_FILE
 
@@ -158,7 +158,9 @@ def _show(ax, image, mask=None, title: str = "") -> None:
 
 
 def curves_figure(records: Sequence[Mapping], seed: int = 0):
-    """The critic's and the generator's losses per epoch (training means), one line per method."""
+    """The critic's and the generator's losses per epoch (training means), one line per method: each
+    method's own objective (WGAN sums for the GANs, BCE for pix2pix), and the L1 reconstruction error as
+    a mean per pixel for all (the GANs' loss sums it over the pixels, as the official code does)."""
     import matplotlib.pyplot as plt
 
     runs = [r for r in records if r.get("seed") == seed and r["experiment"] in ("comparison", "ablation")]
@@ -169,10 +171,11 @@ def curves_figure(records: Sequence[Mapping], seed: int = 0):
         m = r["params"]["method"]
         history = r.get("history") or []
         epochs = [h["epoch"] for h in history]
-        for ax, key in zip(axes, ("train/d_loss", "train/g_loss", "train/g_rec")):
+        pixels = 1 if METHODS[m].kind == "pix2pix" else r["params"]["image_size"] ** 2
+        for ax, key, scale in zip(axes, ("train/d_loss", "train/g_loss", "train/g_rec"), (1, 1, pixels)):
             if history and key in history[0]:
-                ax.plot(epochs, [h[key] for h in history], label=METHOD_LABELS[m], color=COLOURS.get(m))
-    for ax, title in zip(axes, ("critic / discriminator loss", "generator loss", "generator L1 term")):
+                ax.plot(epochs, [h[key] / scale for h in history], label=METHOD_LABELS[m], color=COLOURS.get(m))
+    for ax, title in zip(axes, ("critic / discriminator loss", "generator loss", "L1 error per pixel")):
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("epoch")
     axes[0].legend(fontsize=7)
