@@ -29,7 +29,7 @@ def test_chapter_7_paper_profile_runs_on_the_brats_2018_layout(isolated):
     data_dir = isolated / "MICCAI_BraTS_2018_Data_Training"
     write_release(data_dir, cases=7)
     parameters = {"data_dir": str(data_dir), "seeds": "0", "epochs": 1, "overrides": TINY}
-    notebooks.execute(notebooks.project_root() / "notebooks" / "07_tc_mgan.py", isolated / "paper.ipynb", profile="paper", parameters=parameters)
+    notebooks.execute(notebooks.find_chapter("tc_mgan"), isolated / "paper.ipynb", profile="paper", parameters=parameters)
     frame = results.load(chapter="tc_mgan", profile="paper", root=isolated / "results")
     assert sorted(frame["experiment"].value_counts().items()) == [("ablation", 1), ("comparison", 3), ("downstream", 4), ("segmentors", 2)]
     assert set(frame["dataset"]) == {"real"} and set(frame["params.data_dir"]) == {str(data_dir)}
