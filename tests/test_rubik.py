@@ -79,6 +79,38 @@ def test_scramble_moves_and_turns_cubes_as_labelled():
     assert torch.equal(out[0, 3], cubes[0, 4])
 
 
+def test_slot_after_turn_by_hand_and_against_turning_the_whole_volume():
+    # slot 0 is corner (0, 0, 0): horizontal reverses H and W, vertical D and W, both D and H
+    assert [rubik.slot_after_turn(0, a) for a in ("horizontal", "vertical", "both")] == [3, 5, 6]
+    volume = torch.randn(1, 1, 6, 6, 6)
+    starts = torch.tensor([[[0, 3], [0, 3], [0, 3]]])  # no gap: the cubes tile the volume
+    for axis, dims in (("horizontal", (-2, -1)), ("vertical", (-3, -1)), ("both", (-3, -2))):
+        bits = torch.tensor([axis in (a, "both") for a in rubik.ROTATION_AXES]).expand(1, 8, 2)
+        turned_cubes = rubik.scramble(rubik.cut_cubes(volume, starts, 3), torch.arange(8)[None], bits)
+        cubes_of_turned_volume = rubik.cut_cubes(volume.flip(dims), starts, 3)
+        for slot in range(8):
+            assert torch.equal(cubes_of_turned_volume[0, rubik.slot_after_turn(slot, axis)], turned_cubes[0, slot])
+    with pytest.raises(ValueError, match="slot"):
+        rubik.slot_after_turn(8, "both")
+    with pytest.raises(ValueError, match="axis"):
+        rubik.slot_after_turn(0, "diagonal")
+
+
+def test_turned_cube_lookalikes_on_symmetric_heads_and_on_noise():
+    grid = torch.arange(8, dtype=torch.float32) - 3.5
+    symmetric = (grid.abs()[:, None, None] * 1 + grid.abs()[None, :, None] * 2 + grid.abs()[None, None, :] * 3)
+    volumes = torch.stack([symmetric, 2 * symmetric + 1])[:, None]  # two heads, mirror-symmetric on every axis
+    starts = torch.tensor([[0, 5], [0, 5], [0, 5]]).expand(2, 3, 2)  # the same gap on both sides
+    table = rubik.turned_cube_lookalikes(volumes, 3, starts=starts)
+    assert list(table.index) == ["no turn", "horizontal", "vertical", "both"]
+    assert table.iloc[0, 0] == pytest.approx(1.0, abs=1e-5)  # one slot in two heads: the same pattern
+    assert np.allclose(table.iloc[1:, 1], 1.0, atol=1e-5)  # every turned cube is the cube from across
+    noise = rubik.turned_cube_lookalikes(torch.randn(16, 1, 16, 16, 16), 6, seed=1)
+    assert noise.abs().max().max() < 0.1  # independent voxels: nothing looks like anything
+    with pytest.raises(ValueError, match="two volumes"):
+        rubik.turned_cube_lookalikes(volumes[:1], 3)
+
+
 def test_inverting_the_proxy_labels_recovers_the_volume():
     torch.manual_seed(1)
     volumes = torch.randn(4, 2, 16, 16, 16)

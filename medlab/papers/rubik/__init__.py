@@ -19,6 +19,7 @@ from .method import (
     rearrangement_loss,
     rotation_loss,
     scramble,
+    slot_after_turn,
     unscramble,
 )
 from .report import (
@@ -45,6 +46,7 @@ from .report import (
     proxy_curves_figure,
     puzzle_figure,
     task_table,
+    turned_cube_lookalikes,
 )
 from .runs import (
     LinearProbe3d,
@@ -82,5 +84,6 @@ __all__ = [
     "method", "min_hamming_distance", "mr_example_figure", "orthogonal_slices", "permutation_set", "pretrain",
     "pretraining_job", "proxy_curves_figure", "proxy_losses", "puzzle", "puzzle_figure", "puzzle_losses",
     "random_layout", "rearrangement_loss", "record_throughput", "rotation_loss", "run_job", "scramble",
-    "segmentation_scores", "settings", "targets_of", "task_table", "unscramble", "volumes_of",
+    "segmentation_scores", "settings", "slot_after_turn", "targets_of", "task_table", "turned_cube_lookalikes",
+    "unscramble", "volumes_of",
 ]

@@ -120,6 +120,23 @@ def assemble(cubes: torch.Tensor, starts: torch.Tensor, volume_size: int, fill: 
     return out.permute(0, 4, 1, 2, 3)
 
 
+def slot_after_turn(slot: int, axis: str) -> int:
+    """The slot a 180-degree turn of the whole 2x2x2 arrangement about ``axis`` (one of
+    :data:`ROTATION_AXES`, or ``"both"``: the two turns together) moves cube ``slot`` to: the turn
+    reverses two axes, so the cube's corner moves to the far side along both of them."""
+    if not 0 <= slot < CUBES:
+        raise ValueError(f"slot must be in [0, {CUBES}), got {slot}")
+    if axis not in (*ROTATION_AXES, "both"):
+        raise ValueError(f"axis must be one of {ROTATION_AXES + ('both',)}, got {axis!r}")
+    corner = [slot // 4, (slot // 2) % 2, slot % 2]
+    reversed_dims: set[int] = set()
+    for turn in ROTATION_AXES if axis == "both" else (axis,):
+        reversed_dims ^= set(_FLIPS[turn])  # an axis reversed twice is back as it was
+    for dim in reversed_dims:
+        corner[dim + 3] = 1 - corner[dim + 3]
+    return corner[0] * 4 + corner[1] * 2 + corner[2]
+
+
 def _rotate(cubes: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
     for a, axis in enumerate(ROTATION_AXES):
         flip = rotations[..., a].reshape(*rotations.shape[:2], 1, 1, 1, 1)

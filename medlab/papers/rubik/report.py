@@ -15,7 +15,10 @@ from medlab.nets.volumes import VolumeEncoder
 from medlab.report import evaluate_all, paired, spread, verdicts_markdown
 
 from .config import INITS, PRETRAINING, TASKS, Settings
-from .method import SiameseOctad, assemble, cut_cubes, make_proxy_batch, permutation_set, unscramble
+from .method import (
+    ROTATION_AXES, SiameseOctad, assemble, cut_cubes, make_proxy_batch, permutation_set, random_layout, scramble,
+    slot_after_turn, unscramble,
+)
 from .runs import TaskData, targets_of
 
 INIT_LABELS = {
@@ -192,6 +195,50 @@ def label_summary(tasks: Mapping[str, TaskData]) -> pd.DataFrame:
 
 # ---------------------------------------------------------------------------------------------
 # The proxy task
+
+
+@torch.no_grad()
+def turned_cube_lookalikes(
+    volumes: torch.Tensor, cube_size: int, seed: int = 0, starts: torch.Tensor | None = None
+) -> pd.DataFrame:
+    """Why the full puzzle's rotations are hard to read: how much a turned cube looks like (a) its own
+    slot's cube in another head and (b) the cube that the same turn of the whole arrangement would have
+    brought into its slot (:func:`~.method.slot_after_turn`), in the same head. Similarity is the
+    Pearson correlation of two cubes' voxels (all channels), averaged over the 8 slots and over
+    consecutive pairs of ``volumes`` (B, C, S, S, S); cubes are cut at a random layout drawn by ``seed``
+    (or at ``starts``). The "no turn" row's first column is the reference: how alike one slot is
+    in two heads. When (b) is as high as that reference, a turned cube and the unturned cube from across
+    the head explain what the network sees equally well."""
+    if volumes.ndim != 5 or len(volumes) < 2:
+        raise ValueError(f"need at least two volumes (B, C, S, S, S), got shape {tuple(volumes.shape)}")
+    if starts is None:
+        generator = torch.Generator(device=volumes.device).manual_seed(seed)
+        starts = random_layout(len(volumes), volumes.shape[-1], cube_size, volumes.device, generator)
+    raw = cut_cubes(volumes.float(), starts, cube_size)  # (B, 8, C, c, c, c)
+    batch = len(volumes)
+
+    def standardised(c: torch.Tensor) -> torch.Tensor:
+        c = c.flatten(2) - c.flatten(2).mean(-1, keepdim=True)
+        return c / c.norm(dim=-1, keepdim=True).clamp_min(1e-8)
+
+    def turned(axis: str) -> torch.Tensor:
+        bits = torch.tensor([axis in (a, "both") for a in ROTATION_AXES], device=volumes.device)
+        in_place = torch.arange(8, device=volumes.device).expand(batch, 8)
+        return standardised(scramble(raw, in_place, bits.expand(batch, 8, len(ROTATION_AXES))))
+
+    def corr(a: torch.Tensor, b: torch.Tensor) -> float:
+        return float((a * b).sum(-1).mean())
+
+    cubes = standardised(raw)
+    rows = {"no turn": (corr(cubes[:-1], cubes[1:]), float("nan"))}
+    for axis in (*ROTATION_AXES, "both"):
+        t = turned(axis)
+        across = cubes[:, [slot_after_turn(i, axis) for i in range(8)]]
+        rows[axis] = (corr(t[:-1], cubes[1:]), corr(t, across))
+    return pd.DataFrame.from_dict(
+        rows, orient="index",
+        columns=["like its own slot in another head", "like the cube the turn brings from across, same head"],
+    ).rename_axis("turn")
 
 
 @torch.no_grad()
