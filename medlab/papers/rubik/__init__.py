@@ -1,8 +1,8 @@
 """Chapter 3, Rubik's cube recovery (arXiv:1910.02241): the method (:mod:`.method`), its settings
-(:mod:`.config`), its runs (:mod:`.runs`), the pretraining throughput (:mod:`.throughput`) and its
-report (:mod:`.report`), re-exported for the notebook and the chapter contract (:mod:`medlab.chapter`)."""
+(:mod:`.config`), its runs (:mod:`.runs`), the pretraining throughput (:mod:`.throughput`), its
+report (:mod:`.report`) and the development studies behind the demo's design (:mod:`.development`), re-exported for the notebook and the chapter contract (:mod:`medlab.chapter`)."""
 
-from . import method
+from . import development, method
 from .config import DATASETS, INITS, PRETRAINING, PROFILES, SLUG, TASKS, ProxyTask, Settings, settings
 from .method import (
     CUBES,
@@ -71,6 +71,7 @@ from .runs import (
     targets_of,
     volumes_of,
 )
+from .development import development_cells, development_findings, development_frame, development_table
 from .throughput import measure_pretraining_throughput, record_throughput
 
 __all__ = [
@@ -78,7 +79,8 @@ __all__ = [
     "COMPARISONS", "CUBES", "DATASETS", "ENCODER_FILE", "HEADLINE", "HEADLINE_NAMES", "INITS", "INIT_LABELS",
     "PRETRAINING", "PROFILES", "PROXY_MODEL_FILE", "ProxyTask", "REGIONS", "ROTATION_AXES", "SLUG", "Settings",
     "SiameseOctad", "TABLES", "TASKS", "TASK_METRICS", "TaskData", "ablation_table", "assemble", "check_data",
-    "ct_examples_figure", "cut_cubes", "data_table", "describe", "downstream_frame", "draw_proxy_labels",
+    "ct_examples_figure", "cut_cubes", "data_table", "describe", "development", "development_cells",
+    "development_findings", "development_frame", "development_table", "downstream_frame", "draw_proxy_labels",
     "encoder_file", "finetune", "finetune_curves_figure", "findings", "grid", "identity", "initial_encoder",
     "label_efficiency_figure", "label_summary", "load_data", "majority_floor", "make_proxy_batch", "measure_pretraining_throughput",
     "method", "min_hamming_distance", "mr_example_figure", "orthogonal_slices", "permutation_set", "pretrain",

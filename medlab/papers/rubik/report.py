@@ -468,3 +468,4 @@ def findings(frame: pd.DataFrame) -> str:
     if cells:
         lines.append("**Other cells** (mean ± std of the paired differences over seeds; descriptive, no verdict):\n" + "\n".join(cells))
     return "\n\n".join(lines)
+

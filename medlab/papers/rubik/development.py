@@ -1,0 +1,221 @@
+"""Chapter 3's development runs: the studies behind the demo's design, on the development data seed
+(7, never the book's 2019), each a small grid of pretrainings, fine-tunings and linear probes.
+
+Their records ship with the package (``medlab/resources/development/rubik/<study>/``) and the chapter
+reads them with :func:`medlab.papers.rubik.development_table`. They were made on one GPU (mixed
+precision); to make them again, on any device::
+
+    python -m medlab.papers.rubik.development wide --root /tmp/rubik-development
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from medlab import results
+from medlab.experiment import Job, job
+from medlab.report import paired
+
+from .config import PRETRAINING, SLUG, Settings, settings
+from .report import INIT_LABELS, PRIMARY
+
+DEVELOPMENT_DATA_SEED = 7
+DEVELOPMENT_ROOT = Path(__file__).resolve().parents[2] / "resources" / "development" / SLUG  # the shipped records
+WIDE = (16, 32, 64)
+# study: (settings changed from the demo's, fine-tuning initialisations, linear-probe initialisations)
+STUDIES: dict[str, tuple[dict[str, Any], tuple[str, ...], tuple[str, ...]]] = {
+    "narrow": ({"widths": (8, 16, 32), "seeds": tuple(range(8))}, ("scratch", "rearrangement"), ()),
+    "wide": ({"widths": WIDE, "seeds": tuple(range(8))}, ("scratch", "rearrangement", "rubik"), ("scratch", "rearrangement", "rubik")),
+    "wide8ep": ({"widths": WIDE, "seeds": tuple(range(8)), "finetune_epochs": 8}, ("scratch", "rearrangement"), ()),
+    "rotation": ({"widths": WIDE}, ("rotation",), ("rotation",)),
+    "k100": ({"widths": WIDE, "num_permutations": 100}, ("rearrangement",), ("rearrangement",)),
+    "long48": ({"widths": WIDE, "pretrain_epochs": 48}, ("rubik",), ("rubik",)),
+    "lab8": ({"widths": WIDE, "label_counts": (8,), "probe_labels": 8}, ("scratch", "rubik"), ("scratch", "rubik")),
+    "lab8b": ({"widths": WIDE, "label_counts": (8,), "probe_labels": 8}, ("rotation", "rearrangement"), ("rotation", "rearrangement")),
+}
+
+
+def study_settings(name: str) -> Settings:
+    """The demo's settings on the development data seed with the study's changes (5 seeds unless it
+    says otherwise, linear probes on the first three, 200 test volumes)."""
+    if name not in STUDIES:
+        raise ValueError(f"unknown development study {name!r}; expected one of {', '.join(STUDIES)}")
+    changes = {"seeds": (0, 1, 2, 3, 4), "probe_seeds": (0, 1, 2), "n_test": 200} | STUDIES[name][0]
+    return settings("demo", data_seed=DEVELOPMENT_DATA_SEED, **changes)
+
+
+def study_jobs(name: str) -> list[Job]:
+    """The study's pretrainings (every proxy task it fine-tunes or probes), fine-tunings and probes."""
+    config = study_settings(name)
+    _, inits, probes = STUDIES[name]
+    labels = config.label_counts[0]
+    proxy_tasks = [i for i in dict.fromkeys((*inits, *probes)) if i in PRETRAINING]
+    jobs = [job("pretrain", s, stage="pretrain", task="segmentation", method=m) for m in proxy_tasks for s in config.seeds]
+    jobs += [
+        job("label_efficiency", s, phase=1, stage="finetune", task="segmentation", init=i, labels=labels)
+        for i in inits for s in config.seeds
+    ]
+    jobs += [
+        job("probe", s, phase=1, stage="probe", task="segmentation", init=i, labels=config.probe_labels)
+        for i in probes for s in config.probe_seeds
+    ]
+    return jobs
+
+
+def run_study(name: str, root: str | Path, device: str | None = None) -> list[dict[str, Any]]:
+    """Run one study; its records go to ``<root>/<name>/results/demo/rubik`` (runs beside them)."""
+    import torch
+
+    from medlab import experiment, runtime
+    from medlab.papers import rubik
+
+    os.environ["MEDLAB_RESULTS_DIR"] = str(Path(root) / name / "results")
+    os.environ["MEDLAB_RUNS_DIR"] = str(Path(root) / name / "runs")
+    chosen = torch.device(device) if device else runtime.choose_device()
+    return experiment.run_grid(rubik, study_settings(name), profile="demo", device=chosen, jobs=study_jobs(name))
+
+
+# ---------------------------------------------------------------------------------------------
+# Their report, read from the records
+
+
+
+def development_frame(root: str | Path | None = None) -> pd.DataFrame:
+    """The development records (one folder per study under ``root``, default the package's
+    ``resources/development/rubik``) as one frame, with a ``study`` column."""
+    base = Path(root) if root is not None else DEVELOPMENT_ROOT
+    studies = sorted(p for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+    if not studies:
+        raise FileNotFoundError(f"no development studies (folders of results records) under {base}")
+    frames = []
+    for study in studies:
+        records = [results.read_record(path) for path in sorted(study.glob("*.json"))]
+        if not records:
+            raise FileNotFoundError(f"development study {study} holds no results records (*.json)")
+        frames.append(results.to_frame(records).assign(study=study.name))
+    frame = pd.concat(frames, ignore_index=True)
+    frame["network"] = frame["params.widths"].map(_network)
+    return frame
+
+
+def _network(widths: Any) -> str:
+    """``16-32-64`` from the widths of a record (``results.to_frame`` writes a list as ``16,32,64``)."""
+    return "-".join(str(int(c)) for c in (widths.split(",") if isinstance(widths, str) else widths))
+
+
+def _puzzle_accuracy(pretrained: pd.DataFrame) -> str:
+    """Held-out arrangement / rotation accuracy (%, mean over seeds) of pretraining records."""
+    parts = []
+    for key, name in (("val_permutation_accuracy", "arrangement"), ("val_rotation_accuracy", "rotation")):
+        column = f"metrics.{key}"
+        if column in pretrained and pretrained[column].notna().any():
+            parts.append(f"{name} {100 * pretrained[column].mean():.0f}")
+    return ", ".join(parts)
+
+
+NO_TUMOUR = 0.1  # a run whose test whole-tumour Dice is below this found no tumour
+
+
+def development_cells(frame: pd.DataFrame | None = None, metric: str = PRIMARY) -> list[dict[str, Any]]:
+    """The cells of :func:`development_table`, unformatted: per fine-tuning schedule (network, labels,
+    epochs), the scratch cell, then each pretrained cell with its paired difference (``diff``, a
+    :class:`medlab.report.Paired`), its puzzle accuracy and its probe beside the random encoder's."""
+    frame = development_frame() if frame is None else frame
+    finetuned = frame[frame["experiment"] == "label_efficiency"]
+    pretrain = frame[frame["experiment"] == "pretrain"]
+    schedule = ["network", "params.labels", "params.finetune_epochs"]
+    # a pretraining differs from the demo's by its proxy task and these settings
+    knobs = {"params.num_permutations": "K = {:.0f}", "params.pretrain_epochs": "{:.0f} pretraining epochs"}
+    defaults = {k: pretrain[k].mode().iloc[0] for k in knobs if k in pretrain}
+    score = f"metrics.{metric}"
+    cells = []
+    for key, scratch in finetuned[finetuned["params.init"] == "scratch"].groupby(schedule, sort=False):
+        scratch = scratch.drop_duplicates("seed")  # the same cell may be repeated by several studies
+        where = dict(zip(schedule, key))
+        same = (finetuned[schedule] == pd.Series(where)).all(axis=1)
+        probes = frame[(frame["experiment"] == "probe") & (frame[schedule] == pd.Series(where)).all(axis=1)]
+        random_probe = probes[probes["params.init"] == "scratch"].drop_duplicates("seed")[score]
+        base = {"network": key[0], "labels": int(key[1]), "epochs": int(key[2]), "random_probe": random_probe.mean()}
+        cells.append(base | {
+            "init": "scratch", "changed": [], "puzzle": "", "probe": random_probe.mean(), "mean": scratch[score].mean(),
+            "no_tumour": int((scratch[score] < NO_TUMOUR).sum()), "runs": len(scratch), "diff": None, "rank": 0,
+        })
+        for (study, init), cell in finetuned[same & (finetuned["params.init"] != "scratch")].groupby(["study", "params.init"], sort=False):
+            pretrained = pretrain[(pretrain["study"] == study) & (pretrain["params.method"] == init)]
+            changed = [fmt.format(pretrained[k].iloc[0]) for k, fmt in knobs.items() if k in defaults and pretrained[k].iloc[0] != defaults[k]]
+            both = pd.concat([cell, scratch[scratch["seed"].isin(cell["seed"])]])
+            own_probe = probes[(probes["study"] == study) & (probes["params.init"] == init)][score]
+            cells.append(base | {
+                "init": init, "changed": changed, "puzzle": _puzzle_accuracy(pretrained), "probe": own_probe.mean(),
+                "mean": cell[score].mean(), "no_tumour": int((cell[score] < NO_TUMOUR).sum()), "runs": len(cell),
+                "diff": paired(both, metric, "params.init", init, "scratch"),
+                "rank": 1 + list(INIT_LABELS).index(init) + 10 * len(changed),
+            })
+    # the widest network, most labels and longest schedule first; in each block from scratch, then the
+    # proxy tasks at the demo's settings, then those with a setting changed
+    return sorted(cells, key=lambda c: (-len(c["network"]), -c["labels"], -c["epochs"], c["rank"]))
+
+
+def _percent(value: float) -> str:
+    return "" if pd.isna(value) else f"{100 * value:.1f}"
+
+
+def development_table(frame: pd.DataFrame | None = None, metric: str = PRIMARY) -> pd.DataFrame:
+    """Every pretrained fine-tuning cell of the development runs against training from scratch with the
+    same network, labels and fine-tuning schedule (paired by seed, 95% t-interval), beside its held-out
+    puzzle accuracy and its linear probe (the random encoder's in the scratch row); and the runs that
+    found no tumour (test whole-tumour Dice below 10%)."""
+    rows = []
+    for c in development_cells(frame, metric):
+        d = c["diff"]
+        rows.append({
+            "network": c["network"], "labelled volumes": c["labels"], "fine-tuning epochs": c["epochs"],
+            "initialisation": ", ".join(["from scratch" if c["init"] == "scratch" else INIT_LABELS[c["init"]], *c["changed"]]),
+            "puzzle accuracy %": c["puzzle"], "probe Dice %": _percent(c["probe"]), "fine-tuned Dice %": _percent(c["mean"]),
+            "minus scratch, points [95% CI]": "" if d is None else f"{100 * d.mean:+.1f} [{100 * d.ci95[0]:+.1f}, {100 * d.ci95[1]:+.1f}]",
+            "no tumour found": f"{c['no_tumour']} of {c['runs']}",
+            "seeds": c["runs"] if d is None else d.n,
+        })
+    return pd.DataFrame(rows).set_index(["network", "labelled volumes", "fine-tuning epochs", "initialisation"])
+
+
+def development_findings(frame: pd.DataFrame | None = None, metric: str = PRIMARY) -> str:
+    """What the development runs show, in words that follow the intervals (:func:`medlab.report.sentence`'s
+    rule: better or worse only when the 95% interval excludes zero)."""
+    lines = []
+    for c in development_cells(frame, metric):
+        where = f"{c['network']} network, {c['labels']} labelled volumes, {c['epochs']} fine-tuning epochs"
+        if c["diff"] is None:
+            lines.append(
+                f"- **{where}**: from scratch {_percent(c['mean'])}% test whole-tumour Dice; "
+                f"{c['no_tumour']} of {c['runs']} runs found no tumour."
+            )
+            continue
+        d, name = c["diff"], ", ".join([INIT_LABELS[c["init"]], *c["changed"]])
+        lo, hi = d.ci95
+        words = "better than" if lo > 0 else "worse than" if hi < 0 else f"no difference detectable at ±{100 * d.half_width:.1f} points from"
+        probe = ""
+        if not pd.isna(c["probe"]) and not pd.isna(c["random_probe"]):
+            side = "above" if c["probe"] > c["random_probe"] else "below"
+            probe = f"; its probe {side} the random encoder's ({_percent(c['probe'])} vs {_percent(c['random_probe'])})"
+        lines.append(f"  - {name}: {words} scratch, {100 * d.mean:+.1f} points [{100 * lo:+.1f}, {100 * hi:+.1f}]{probe}.")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("studies", nargs="+", choices=sorted(STUDIES))
+    parser.add_argument("--root", required=True, help="folder for the records and run folders")
+    parser.add_argument("--device", default=None, help="cpu, cuda or mps (default: automatic)")
+    args = parser.parse_args(argv)
+    for name in args.studies:
+        run_study(name, args.root, args.device)
+
+
+if __name__ == "__main__":
+    main()
