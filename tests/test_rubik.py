@@ -483,3 +483,76 @@ def test_fine_tuning_curves_leave_out_the_linear_probes():
     fig = rubik.finetune_curves_figure(records, "segmentation", 40)
     lines = {line.get_label(): list(line.get_ydata()) for line in fig.axes[0].lines}
     assert lines == {rubik.INIT_LABELS["scratch"]: [0.5, 0.8], rubik.INIT_LABELS["rubik"]: [0.4, 0.6]}
+
+
+def _development_frame(differences: dict[int, dict[str, float]], probes: dict[str, float], network: str = "16-32-64"):
+    """Hand-made development records: scratch at 0.80 + 0.01 * seed; each pretrained init at scratch +
+    its difference for that seed; probes of seeds 0-1."""
+    rows = []
+    for seed, diffs in differences.items():
+        scratch = 0.80 + 0.01 * seed
+        for init, dice in {"scratch": scratch, **{i: scratch + d for i, d in diffs.items()}}.items():
+            rows.append({"study": "s", "experiment": "label_efficiency", "seed": seed, "network": network,
+                         "params.labels": 40, "params.finetune_epochs": 12, "params.init": init,
+                         "metrics.dice/whole tumour": dice})
+        for method in diffs:
+            rows.append({"study": "s", "experiment": "pretrain", "seed": seed, "network": network, "params.method": method,
+                         "params.num_permutations": 24, "params.pretrain_epochs": 12,
+                         "metrics.val_permutation_accuracy": 1.0, "metrics.val_rotation_accuracy": np.nan})
+    for seed in (0, 1):
+        for init, dice in probes.items():
+            rows.append({"study": "s", "experiment": "probe", "seed": seed, "network": network, "params.labels": 40,
+                         "params.finetune_epochs": 12, "params.init": init, "metrics.dice/whole tumour": dice})
+    return pd.DataFrame(rows)
+
+
+def test_development_cells_pair_by_seed_and_words_follow_the_interval():
+    # rearrangement: -0.02 on every seed but one (-0.03): worse; rotation: +-0.05 around 0: no difference
+    diffs = {s: {"rearrangement": -0.02 - 0.01 * (s == 2), "rotation": 0.05 * (-1) ** s} for s in range(4)}
+    frame = _development_frame(diffs, {"scratch": 0.70, "rearrangement": 0.60, "rotation": 0.75})
+    cells = rubik.development_cells(frame)
+    assert [c["init"] for c in cells] == ["scratch", "rearrangement", "rotation"]
+    scratch, rearranged, rotated = cells
+    assert scratch["mean"] == pytest.approx(0.815) and scratch["diff"] is None and scratch["no_tumour"] == 0
+    assert rearranged["diff"].n == 4 and rearranged["diff"].mean == pytest.approx(-0.0225)
+    assert rearranged["diff"].ci95[1] < 0 and rearranged["puzzle"] == "arrangement 100"
+    assert rotated["diff"].mean == pytest.approx(0.0) and rotated["diff"].ci95[0] < 0 < rotated["diff"].ci95[1]
+    text = rubik.development_findings(frame)
+    assert "rearrangement only: worse than scratch, -2.3 points [-3.0, -1.5]" in text
+    assert "its probe below the random encoder's (60.0 vs 70.0)" in text
+    assert "rotation only: no difference detectable at ±" in text and "its probe above the random encoder's (75.0 vs 70.0)" in text
+    table = rubik.development_table(frame)
+    assert table.loc[("16-32-64", 40, 12, "rearrangement only"), "minus scratch, points [95% CI]"] == "-2.3 [-3.0, -1.5]"
+    assert table.loc[("16-32-64", 40, 12, "from scratch"), "probe Dice %"] == "70.0"
+
+
+def test_development_cells_count_runs_that_found_no_tumour():
+    frame = _development_frame({0: {"rearrangement": -0.79}, 1: {"rearrangement": 0.0}}, {})
+    frame.loc[(frame["params.init"] == "scratch") & (frame["seed"] == 1), "metrics.dice/whole tumour"] = 0.05
+    scratch, rearranged = rubik.development_cells(frame)
+    assert scratch["no_tumour"] == 1 and rearranged["no_tumour"] == 1 and scratch["runs"] == 2
+
+
+def test_shipped_development_records_are_the_studies_jobs(tmp_path):
+    import collections
+    import json
+
+    from medlab.papers.rubik import development
+
+    for name in development.STUDIES:
+        config = development.study_settings(name)
+        assert config.data_seed == development.DEVELOPMENT_DATA_SEED != rubik.settings("demo").data_seed
+        want = collections.Counter(
+            (j.experiment, j.method if j.stage == "pretrain" else j.init, j.seed) for j in development.study_jobs(name)
+        )
+        got = collections.Counter()
+        for path in (development.DEVELOPMENT_ROOT / name).glob("*.json"):
+            record = json.loads(path.read_text())
+            got[(record["experiment"], record["params"].get("method") or record["params"].get("init"), record["seed"])] += 1
+            widths = tuple(record["params"].get("widths", config.widths))
+            assert record["params"]["data_seed"] == config.data_seed and widths == tuple(config.widths), path
+        assert got == want, name
+    with pytest.raises(FileNotFoundError, match=str(tmp_path)):
+        rubik.development_frame(tmp_path)
+    with pytest.raises(ValueError, match="unknown development study 'nope'"):
+        development.study_settings("nope")
