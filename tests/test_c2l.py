@@ -582,3 +582,29 @@ def test_throughput_of_the_device_step_and_of_a_plain_loop():
     measured = c2l.measure_pretraining_throughput(TINY, data, torch.device("cpu"), steps=1, warmup=0)
     assert measured["device_images_per_s"] > 0 and measured["plain_images_per_s"] > 0
     assert measured["speedup"] == pytest.approx(measured["device_images_per_s"] / measured["plain_images_per_s"])
+
+
+def test_shipped_development_records_are_the_studies_and_the_table_reads_them(tmp_path):
+    import json
+
+    from medlab.development import DEVELOPMENT_ROOT
+    from medlab.papers.c2l import development
+
+    for name, (method, changes) in development.STUDIES.items():
+        config = development.study_settings(name)
+        assert config.data_seed == development.DEVELOPMENT_DATA_SEED != c2l.settings("demo").data_seed
+        (path,) = (DEVELOPMENT_ROOT / "c2l" / name).glob("*.json")
+        record = json.loads(path.read_text())
+        assert record["experiment"] == "pretrain" and record["params"]["method"] == method
+        for key, value in changes.items():
+            assert record["params"][key] == pytest.approx(value), (name, key)
+        assert len(record["history"]) == config.pretrain_epochs
+    table = development.development_table(images_per_s=1536.0)
+    mild = table.loc["mocomild100"]
+    assert mild["epochs"] == 100 and mild["pretraining"] == "moco, mild views, queue 1,024"
+    assert mild["pretext best %"] >= mild["pretext last %"] and mild["minutes per pretraining here"] == pytest.approx(100 / 60, abs=0.05)
+    assert table.loc["mocoq256", "pretraining"] == "moco, the demo's views, queue 256"
+    with pytest.raises(FileNotFoundError, match=str(tmp_path)):
+        development.development_table(root=tmp_path)
+    with pytest.raises(ValueError, match="unknown development study 'nope'"):
+        development.study_settings("nope")

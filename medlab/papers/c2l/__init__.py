@@ -2,7 +2,7 @@
 runs (:mod:`.runs`), the pretraining throughput (:mod:`.throughput`) and its report (:mod:`.report`),
 re-exported for the notebook and the chapter contract (:mod:`medlab.chapter`)."""
 
-from . import method
+from . import development, method
 from .config import (
     DATASETS,
     INITS,
@@ -76,7 +76,7 @@ from .runs import (
 from .throughput import measure_pretraining_throughput, record_throughput
 
 __all__ = [
-    "COMPARISONS", "ChapterData", "knn_auroc", "pretext_accuracy", "pretraining_findings", "pretraining_gates",
+    "COMPARISONS", "ChapterData", "development", "knn_auroc", "pretext_accuracy", "pretraining_findings", "pretraining_gates",
     "stack_images", "DATASETS", "ENCODER_FILE", "Encoder", "FindingClassifier", "INITS", "INIT_LABELS",
     "MomentumContrast", "PRETRAINING", "PROFILES", "PROTOCOLS", "PROTOCOL_LABELS", "SLUG", "Settings",
     "SplitBatchNorm2d", "TABLES", "TERMS", "Variant", "ablation_table", "augment_view", "batch_shuffle",

@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from medlab import results
+from medlab.development import DEVELOPMENT_ROOT as _SHIPPED, load_studies
 from medlab.experiment import Job, job
 from medlab.report import paired
 
@@ -25,7 +25,7 @@ from .config import PRETRAINING, SLUG, Settings, settings
 from .report import INIT_LABELS, PRIMARY
 
 DEVELOPMENT_DATA_SEED = 7
-DEVELOPMENT_ROOT = Path(__file__).resolve().parents[2] / "resources" / "development" / SLUG  # the shipped records
+DEVELOPMENT_ROOT = _SHIPPED / SLUG  # the shipped records
 WIDE = (16, 32, 64)
 # study: (settings changed from the demo's, fine-tuning initialisations, linear-probe initialisations)
 STUDIES: dict[str, tuple[dict[str, Any], tuple[str, ...], tuple[str, ...]]] = {
@@ -87,18 +87,8 @@ def run_study(name: str, root: str | Path, device: str | None = None) -> list[di
 
 def development_frame(root: str | Path | None = None) -> pd.DataFrame:
     """The development records (one folder per study under ``root``, default the package's
-    ``resources/development/rubik``) as one frame, with a ``study`` column."""
-    base = Path(root) if root is not None else DEVELOPMENT_ROOT
-    studies = sorted(p for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
-    if not studies:
-        raise FileNotFoundError(f"no development studies (folders of results records) under {base}")
-    frames = []
-    for study in studies:
-        records = [results.read_record(path) for path in sorted(study.glob("*.json"))]
-        if not records:
-            raise FileNotFoundError(f"development study {study} holds no results records (*.json)")
-        frames.append(results.to_frame(records).assign(study=study.name))
-    frame = pd.concat(frames, ignore_index=True)
+    ``resources/development/rubik``) as one frame, with ``study`` and ``network`` columns."""
+    frame = load_studies(SLUG, root)
     frame["network"] = frame["params.widths"].map(_network)
     return frame
 

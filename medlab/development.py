@@ -1,0 +1,44 @@
+"""Development studies: the runs behind a chapter's design choices, made on a development data seed
+(never the book's), one folder of results records per study under
+``medlab/resources/development/<slug>/<study>/``. They ship with the package, so a chapter can show on
+Colab too what its choices rest on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from medlab import results
+
+DEVELOPMENT_ROOT = Path(__file__).resolve().parent / "resources" / "development"
+
+
+def load_studies(slug: str, root: str | Path | None = None) -> pd.DataFrame:
+    """Every study's records for chapter ``slug`` as one frame (:func:`medlab.results.to_frame`), with
+    a ``study`` column. ``root`` is the folder holding the study folders (default: the package's
+    ``resources/development/<slug>``)."""
+    base = Path(root) if root is not None else DEVELOPMENT_ROOT / slug
+    studies = sorted(p for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+    if not studies:
+        raise FileNotFoundError(f"no development studies (folders of results records) under {base}")
+    frames = []
+    for study in studies:
+        records = [results.read_record(path) for path in sorted(study.glob("*.json"))]
+        if not records:
+            raise FileNotFoundError(f"development study {study} holds no results records (*.json)")
+        frames.append(results.to_frame(records).assign(study=study.name))
+    return pd.concat(frames, ignore_index=True)
+
+
+def load_histories(slug: str, root: str | Path | None = None) -> pd.DataFrame:
+    """The per-epoch history of every record of every study: one row per (study, record, epoch)."""
+    base = Path(root) if root is not None else DEVELOPMENT_ROOT / slug
+    rows = []
+    for path in sorted(base.glob("*/*.json")):
+        record = results.read_record(path)
+        for entry in record.get("history") or []:
+            rows.append({"study": path.parent.name, "experiment": record["experiment"], "seed": record["seed"], **entry})
+    if not rows:
+        raise FileNotFoundError(f"no development records with a history under {base}")
+    return pd.DataFrame(rows)
