@@ -6,6 +6,7 @@ Colab too what its choices rest on."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Callable, Iterable
 
 import pandas as pd
 
@@ -42,3 +43,31 @@ def load_histories(slug: str, root: str | Path | None = None) -> pd.DataFrame:
     if not rows:
         raise FileNotFoundError(f"no development records with a history under {base}")
     return pd.DataFrame(rows)
+
+
+def prepare_study(name: str, root: str | Path, device: str | None = None):
+    """Point the results and run folders at ``<root>/<name>/`` (its records land in
+    ``<root>/<name>/results/<profile>/<slug>/``) and return the device to run the study on."""
+    import os
+
+    import torch
+
+    from medlab import runtime
+
+    os.environ["MEDLAB_RESULTS_DIR"] = str(Path(root) / name / "results")
+    os.environ["MEDLAB_RUNS_DIR"] = str(Path(root) / name / "runs")
+    return torch.device(device) if device else runtime.choose_device()
+
+
+def study_cli(description: str, studies: Iterable[str], run_study: Callable[..., Any], argv: list[str] | None = None) -> None:
+    """The command line of a chapter's development module: ``python -m medlab.papers.<slug>.development
+    STUDY [STUDY ...] --root DIR [--device cuda]`` runs each study with ``run_study(name, root, device)``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("studies", nargs="+", choices=sorted(studies))
+    parser.add_argument("--root", required=True, help="folder for the records and run folders")
+    parser.add_argument("--device", default=None, help="cpu, cuda or mps (default: automatic)")
+    args = parser.parse_args(argv)
+    for name in args.studies:
+        run_study(name, args.root, args.device)

@@ -34,3 +34,15 @@ def test_load_studies_names_the_folder_at_fault(tmp_path):
         development.load_studies("x", tmp_path)
     with pytest.raises(FileNotFoundError, match="no development records with a history"):
         development.load_histories("x", tmp_path)
+
+
+def test_study_cli_runs_each_named_study_and_prepare_study_points_the_folders(tmp_path, monkeypatch):
+    calls = []
+    development.study_cli("d", ["a", "b"], lambda *args: calls.append(args), ["b", "a", "--root", str(tmp_path), "--device", "cpu"])
+    assert calls == [("b", str(tmp_path), "cpu"), ("a", str(tmp_path), "cpu")]
+    with pytest.raises(SystemExit):
+        development.study_cli("d", ["a"], lambda *args: None, ["zzz", "--root", str(tmp_path)])
+    monkeypatch.setenv("MEDLAB_RESULTS_DIR", "unchanged")
+    monkeypatch.setenv("MEDLAB_RUNS_DIR", "unchanged")
+    assert development.prepare_study("a", tmp_path, "cpu").type == "cpu"
+    assert results.results_root() == tmp_path / "a" / "results" and results.runs_root() == tmp_path / "a" / "runs"

@@ -10,15 +10,13 @@ one GPU (mixed precision). To make one again, on any device::
 
 from __future__ import annotations
 
-import argparse
-import os
 from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from medlab.development import load_histories, load_studies
+from medlab.development import load_histories, load_studies, prepare_study, study_cli
 
 from .config import SLUG, Settings, settings
 from .runs import PRETEXT_EVAL_IMAGES, pretrain_job
@@ -45,14 +43,10 @@ def study_settings(name: str) -> Settings:
 
 def run_study(name: str, root: str | Path, device: str | None = None) -> list[dict[str, Any]]:
     """Run one study's pretraining; its record goes to ``<root>/<name>/results/demo/c2l``."""
-    import torch
-
-    from medlab import experiment, runtime
+    from medlab import experiment
     from medlab.papers import c2l
 
-    os.environ["MEDLAB_RESULTS_DIR"] = str(Path(root) / name / "results")
-    os.environ["MEDLAB_RUNS_DIR"] = str(Path(root) / name / "runs")
-    chosen = torch.device(device) if device else runtime.choose_device()
+    chosen = prepare_study(name, root, device)
     job = pretrain_job(STUDIES[name][0], 0)
     return experiment.run_grid(c2l, study_settings(name), profile="demo", device=chosen, jobs=[job])
 
@@ -114,14 +108,7 @@ def development_figure(root: str | Path | None = None):
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("studies", nargs="+", choices=sorted(STUDIES))
-    parser.add_argument("--root", required=True, help="folder for the records and run folders")
-    parser.add_argument("--device", default=None, help="cpu, cuda or mps (default: automatic)")
-    args = parser.parse_args(argv)
-    for name in args.studies:
-        run_study(name, args.root, args.device)
-
+    study_cli(__doc__.splitlines()[0], STUDIES, run_study, argv)
 
 if __name__ == "__main__":
     main()

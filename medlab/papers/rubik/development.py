@@ -10,14 +10,12 @@ precision); to make them again, on any device::
 
 from __future__ import annotations
 
-import argparse
-import os
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from medlab.development import DEVELOPMENT_ROOT as _SHIPPED, load_studies
+from medlab.development import DEVELOPMENT_ROOT as _SHIPPED, load_studies, prepare_study, study_cli
 from medlab.experiment import Job, job
 from medlab.report import paired
 
@@ -69,14 +67,10 @@ def study_jobs(name: str) -> list[Job]:
 
 def run_study(name: str, root: str | Path, device: str | None = None) -> list[dict[str, Any]]:
     """Run one study; its records go to ``<root>/<name>/results/demo/rubik`` (runs beside them)."""
-    import torch
-
-    from medlab import experiment, runtime
+    from medlab import experiment
     from medlab.papers import rubik
 
-    os.environ["MEDLAB_RESULTS_DIR"] = str(Path(root) / name / "results")
-    os.environ["MEDLAB_RUNS_DIR"] = str(Path(root) / name / "runs")
-    chosen = torch.device(device) if device else runtime.choose_device()
+    chosen = prepare_study(name, root, device)
     return experiment.run_grid(rubik, study_settings(name), profile="demo", device=chosen, jobs=study_jobs(name))
 
 
@@ -198,14 +192,7 @@ def development_findings(frame: pd.DataFrame | None = None, metric: str = PRIMAR
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("studies", nargs="+", choices=sorted(STUDIES))
-    parser.add_argument("--root", required=True, help="folder for the records and run folders")
-    parser.add_argument("--device", default=None, help="cpu, cuda or mps (default: automatic)")
-    args = parser.parse_args(argv)
-    for name in args.studies:
-        run_study(name, args.root, args.device)
-
+    study_cli(__doc__.splitlines()[0], STUDIES, run_study, argv)
 
 if __name__ == "__main__":
     main()
