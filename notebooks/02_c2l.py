@@ -396,7 +396,7 @@ report.differences_figure(c2l.COMPARISONS, frame, c2l.INIT_LABELS);
 # learns features by telling every image apart from thousands of others under strong augmentation; the
 # paper did it for 240 epochs on ~700k radiographs on four GPUs. The demo pretrains for 4 epochs of
 # 1,536 images (96 steps). The panels above measure where that leaves the encoders: the held-out
-# pretext accuracy is near chance and the kNN probe sits at or below the random encoder's level. While
+# pretext accuracy is near chance and the kNN probe stays within a few points of the random encoder's. While
 # that holds, a fine-tuning difference between C2L and MoCo could come from the initialisation's scale
 # or statistics rather than from anything learned, so the standard voids it. During development (on a
 # separate data seed, 7) neither a longer pretraining (12 epochs), a smaller learning rate, milder crops,
