@@ -436,9 +436,11 @@ c2l.development.development_figure();
 # epochs (2,400 steps), and a shorter queue moves it little. With milder views it starts higher (two
 # views of one image share more) and climbs after the learning rate's first step down, to about 43% at
 # 100 epochs, with the kNN probe a few points above the random encoder's: the synthetic patients can be
-# told apart, given milder views and 25 times the demo's steps. That is still short of the standard's
-# 50% gate, and each such pretraining costs the minutes of the last column, for MoCo and for C2L
-# (slower per step) and for every seed: the comparison needs the paper profile on a GPU. On
+# told apart, given milder views and 25 times the demo's steps. The curve has flattened short of the
+# standard's 50% gate, and the demo's grid would need six such pretrainings (MoCo and C2L, which is
+# slower per step, over three seeds): at the last column's minutes each, plus the held-out checks of
+# every epoch, about the whole demo budget on this book's CPU, for a pretext task still below its gate.
+# The comparison needs the paper profile on a GPU. On
 # ChestX-ray14 the official schedule is 120 epochs of the training split (about 10 million images seen
 # per pretraining); `medlab bench c2l` reports the images/s of a machine, from which the hours follow.
 
