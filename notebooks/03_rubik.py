@@ -452,10 +452,12 @@ pd.Series(throughput["metrics"]).map(lambda v: f"{v:,.2f}").to_frame(
 )
 
 # %% [markdown]
-# **Try it.** `medlab run rubik -p pretrain_epochs 40` (the demo's pretraining is short: does the probe gate open?),
+# **Try it.** `medlab run rubik -p ablation_tasks segmentation` (adds the paper's ablation, the
+# rearrangement-only and rotation-only pretrainings, on the book's data), `-p label_counts 8,40`,
 # `-p tasks classification,segmentation` (adds the head-CT classification),
-# `-p num_permutations 100`, `-p overrides '{"rotation_weight": 0.5}'`, or
-# `--profile paper -p data_dir /path/to/MICCAI_BraTS_2018_Data_Training` on a GPU.
+# `-p overrides '{"rotation_weight": 0.5}'`, or
+# `--profile paper -p data_dir /path/to/MICCAI_BraTS_2018_Data_Training` on a GPU: real scans at 64
+# voxels, whose asymmetric detail may let the joint puzzle's rotations be learned.
 #
 # ## Reproduction notes
 #
