@@ -110,5 +110,6 @@ def development_figure(root: str | Path | None = None):
 def main(argv: list[str] | None = None) -> None:
     study_cli(__doc__.splitlines()[0], STUDIES, run_study, argv)
 
+
 if __name__ == "__main__":
     main()

@@ -1,6 +1,7 @@
 """Chapter 3, Rubik's cube recovery (arXiv:1910.02241): the method (:mod:`.method`), its settings
 (:mod:`.config`), its runs (:mod:`.runs`), the pretraining throughput (:mod:`.throughput`), its
-report (:mod:`.report`) and the development studies behind the demo's design (:mod:`.development`), re-exported for the notebook and the chapter contract (:mod:`medlab.chapter`)."""
+report (:mod:`.report`) and the development studies behind the demo's design (:mod:`.development`),
+re-exported for the notebook and the chapter contract (:mod:`medlab.chapter`)."""
 
 from . import development, method
 from .config import DATASETS, INITS, PRETRAINING, PROFILES, SLUG, TASKS, ProxyTask, Settings, settings

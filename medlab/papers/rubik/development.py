@@ -78,7 +78,6 @@ def run_study(name: str, root: str | Path, device: str | None = None) -> list[di
 # Their report, read from the records
 
 
-
 def development_frame(root: str | Path | None = None) -> pd.DataFrame:
     """The development records (one folder per study under ``root``, default the package's
     ``resources/development/rubik``) as one frame, with ``study`` and ``network`` columns."""
@@ -193,6 +192,7 @@ def development_findings(frame: pd.DataFrame | None = None, metric: str = PRIMAR
 
 def main(argv: list[str] | None = None) -> None:
     study_cli(__doc__.splitlines()[0], STUDIES, run_study, argv)
+
 
 if __name__ == "__main__":
     main()

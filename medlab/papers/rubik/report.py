@@ -468,4 +468,3 @@ def findings(frame: pd.DataFrame) -> str:
     if cells:
         lines.append("**Other cells** (mean ± std of the paired differences over seeds; descriptive, no verdict):\n" + "\n".join(cells))
     return "\n\n".join(lines)
-
