@@ -270,21 +270,23 @@ def _rng_state(device: torch.device) -> dict[str, Any]:
 
 
 def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    """Restore :func:`_rng_state`'s generators. The checkpoint was loaded onto the run's device, and
+    every generator takes its state from CPU tensors, so each tensor moves back to the CPU first."""
     python = state["python"]
     random.setstate((python[0], tuple(python[1]), python[2]))
     numpy = state["numpy"]
     np.random.set_state(
         (
             numpy["kind"],
-            numpy["keys"].numpy().astype(np.uint32),
+            numpy["keys"].cpu().numpy().astype(np.uint32),
             numpy["position"],
             numpy["has_gauss"],
             numpy["cached_gaussian"],
         )
     )
-    torch.set_rng_state(state["torch"])
+    torch.set_rng_state(state["torch"].cpu())
     if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
 def _atomic_save(obj: Any, path: Path) -> None:

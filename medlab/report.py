@@ -95,6 +95,15 @@ TARGET_HALF_WIDTH = 0.03  # main comparisons: 3 points of a 0-100 scale, or 3% o
 VERDICTS = ("better", "worse", "no_difference", "void")
 
 
+def direction(ci95: tuple[float, float], higher_is_better: bool = True) -> str:
+    """The evidence standard's rule for words (item 4): ``better`` or ``worse`` only when the 95%
+    interval of method - baseline excludes zero, else ``no_difference`` (also for an undefined interval)."""
+    lo, hi = ci95
+    if lo > 0 or hi < 0:
+        return "better" if (lo > 0) == higher_is_better else "worse"
+    return "no_difference"
+
+
 def _rows(frame: pd.DataFrame, where: Mapping[str, Any]) -> pd.DataFrame:
     for column, value in where.items():
         if column not in frame:
@@ -199,12 +208,8 @@ def evaluate(spec: Any, frame: pd.DataFrame) -> dict[str, Any]:
         out["verdict"] = "void"
         out["reason"] = "; ".join(why.get(name, f"gate failed: {name}") for name in failed)
         return out
-    lo, hi = diff.ci95
-    better_sign = 1 if spec.higher_is_better else -1
-    if lo > 0 or hi < 0:
-        out["verdict"] = "better" if (diff.mean * better_sign) > 0 else "worse"
-    else:
-        out["verdict"] = "no_difference"
+    out["verdict"] = direction(diff.ci95, spec.higher_is_better)
+    if out["verdict"] == "no_difference":
         out["reason"] = f"no difference detectable at ±{diff.half_width * scale:.1f}{unit}"
     return out
 

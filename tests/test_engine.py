@@ -369,3 +369,29 @@ def test_make_loader_keeps_workers_alive_between_epochs():
     loader = engine.make_loader(TensorDataset(torch.zeros(8, 1)), batch_size=4, device=DEVICE, num_workers=1)
     assert loader.persistent_workers and loader.prefetch_factor == 4 and not loader.pin_memory
     assert not engine.make_loader(TensorDataset(torch.zeros(8, 1)), batch_size=4, device=DEVICE).persistent_workers
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_resume_on_cuda_matches_uninterrupted(tmp_path):
+    """The checkpoint loads onto the GPU; the generators' states must go back to the CPU to be restored."""
+    cuda = torch.device("cuda")
+
+    def fit(model, run_dir, hooks=()):
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        return engine.fit(
+            model.to(cuda), _problem()[0], run=engine.RunContext(device=cuda, run_dir=run_dir, seed=7, progress=False, fingerprint="f1"),
+            loss_fn=_loss, optimizer=optimizer, epochs=4, batch_size=16, on_epoch_end=list(hooks),
+        )
+
+    def stop_after_two(epoch, record):
+        if epoch == 2:
+            raise Interrupt
+
+    reference = _model()
+    fit(reference, tmp_path / "a")
+    with pytest.raises(Interrupt):
+        fit(_model(), tmp_path / "b", [stop_after_two])
+    resumed_model = _model()
+    resumed = fit(resumed_model, tmp_path / "b")
+    assert resumed.resumed_from_epoch == 2 and resumed.epochs_trained_now == 2
+    assert all(torch.allclose(p, q, atol=1e-6) for p, q in zip(reference.state_dict().values(), resumed_model.state_dict().values()))

@@ -56,6 +56,14 @@ def test_an_interval_across_zero_is_no_difference_at_its_width():
     assert v["reason"].startswith("no difference detectable at ±") and v["reason"].endswith("points")
 
 
+def test_direction_follows_the_interval_and_the_metric_sense():
+    assert report.direction((0.01, 0.05)) == "better" and report.direction((-0.05, -0.01)) == "worse"
+    assert report.direction((0.01, 0.05), higher_is_better=False) == "worse"
+    assert report.direction((-0.05, -0.01), higher_is_better=False) == "better"
+    assert report.direction((-0.01, 0.05)) == "no_difference" and report.direction((0.0, 0.05)) == "no_difference"
+    assert report.direction((float("nan"), float("nan"))) == "no_difference"
+
+
 def test_a_baseline_at_the_floor_makes_the_comparison_void():
     v = report.evaluate(_spec(), _frame([0.55, 0.56, 0.54], [0.60, 0.61, 0.59]))  # 10% of the way
     assert v["verdict"] == "void" and v["gates"]["baseline_learned"] is False

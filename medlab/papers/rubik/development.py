@@ -17,7 +17,7 @@ import pandas as pd
 
 from medlab.development import DEVELOPMENT_ROOT as _SHIPPED, load_studies, prepare_study, study_cli
 from medlab.experiment import Job, job
-from medlab.report import paired
+from medlab.report import direction, paired
 
 from .config import PRETRAINING, SLUG, Settings, settings
 from .report import INIT_LABELS, PRIMARY
@@ -168,8 +168,8 @@ def development_table(frame: pd.DataFrame | None = None, metric: str = PRIMARY) 
 
 
 def development_findings(frame: pd.DataFrame | None = None, metric: str = PRIMARY) -> str:
-    """What the development runs show, in words that follow the intervals (:func:`medlab.report.sentence`'s
-    rule: better or worse only when the 95% interval excludes zero)."""
+    """What the development runs show, in words that follow the intervals (:func:`medlab.report.direction`:
+    better or worse only when the 95% interval excludes zero)."""
     lines = []
     for c in development_cells(frame, metric):
         where = f"{c['network']} network, {c['labels']} labelled volumes, {c['epochs']} fine-tuning epochs"
@@ -181,7 +181,9 @@ def development_findings(frame: pd.DataFrame | None = None, metric: str = PRIMAR
             continue
         d, name = c["diff"], ", ".join([INIT_LABELS[c["init"]], *c["changed"]])
         lo, hi = d.ci95
-        words = "better than" if lo > 0 else "worse than" if hi < 0 else f"no difference detectable at ±{100 * d.half_width:.1f} points from"
+        words = {"better": "better than", "worse": "worse than"}.get(
+            direction(d.ci95), f"no difference detectable at ±{100 * d.half_width:.1f} points from"
+        )
         probe = ""
         if not pd.isna(c["probe"]) and not pd.isna(c["random_probe"]):
             side = "above" if c["probe"] > c["random_probe"] else "below"
