@@ -443,6 +443,40 @@ c2l.development.development_figure();
 # The comparison needs the paper profile on a GPU. On
 # ChestX-ray14 the official schedule is 120 epochs of the training split (about 10 million images seen
 # per pretraining); `medlab bench c2l` reports the images/s of a machine, from which the hours follow.
+#
+# **The whole comparison with longer pretraining, on a GPU.** In the 100-epoch curve the held-out
+# accuracy climbed only once the learning rate stepped down, which suggests the demo's rate (0.06 at
+# batch 64, four times the paper's 0.03 at batch 128 scaled linearly to batch 64) is too large for this
+# pool. The development study `grid50` therefore ran the demo's whole grid (MoCo and C2L pretrainings,
+# each fine-tuned and probed, and the random initialisation, three seeds, 1,024 test images) on the
+# development data seed, with 50 pretraining epochs (12.5 times the demo's steps) at the rate scaled
+# from the paper's (0.015) and the milder views. Its pretrainings, priced at the images/s of this
+# execution's MoCo and C2L pretrainings:
+
+# %%
+speed = frame[frame["experiment"] == "pretrain"].groupby("params.method")["metrics.images_per_s"].mean()
+c2l.development.grid_study_pretraining("grid50", images_per_s=speed.to_dict())
+
+# %% [markdown]
+# And the chapter's comparisons, evaluated on the study's records by the same code as the demo's
+# above (development data: these verdicts choose nothing and are not the book's results):
+
+# %%
+grid50 = c2l.development.grid_study_frame("grid50")
+grid50_verdicts = report.evaluate_all(c2l.COMPARISONS, grid50)
+display(report.verdicts_table(grid50_verdicts))
+display(Markdown(report.verdicts_markdown(grid50_verdicts, c2l.INIT_LABELS)))
+
+# %% [markdown]
+# More steps at a smaller rate move every gate the right way, but not far enough. The fine-tuned
+# baseline now learns (MoCo fine-tuned reaches about halfway from chance to a perfect AUROC), and the
+# fine-tuned C2L-minus-MoCo interval is close to the ±3 points the standard asks, on three seeds. The
+# held-out pretext accuracy stays below the 50% gate for both methods, and MoCo's linear probe does not
+# beat a random encoder's, so the comparison is still void. The demo keeps its 4 epochs: these settings
+# would cost six such pretrainings on this book's CPU (the table's last column, shared by two workers),
+# several times the demo's whole run, and on the development seed they still end void at the pretext
+# gate. The comparison needs the pretext task learned, which on this synthetic pool takes more than
+# these budgets allow.
 
 # %% [markdown]
 # ## Performance
@@ -461,6 +495,9 @@ pd.Series(throughput["metrics"]).round(2).to_frame(f"{device} ({run.environment[
 # %% [markdown]
 # **Try it.** `medlab run c2l -p pretrain_epochs 20` (watch the held-out panels: does the probe rise above the dotted line?),
 # `-p queue_size 256`, `-p momentum 0.999`, or `--profile paper -p data_dir /path/to/chestxray14` on a GPU.
+# The `grid50` study's settings on the book's own data: `medlab run c2l -p pretrain_epochs 50 -p pretrain_lr 0.015
+# -p crop_scale 0.6 -p rotation 5 -p jitter 0.2 -p cutout_holes 0` (about 10 minutes of pretraining on a GPU,
+# far longer on a CPU); the study itself again: `python -m medlab.papers.c2l.development grid50 --root /tmp/c2l-dev`.
 #
 # ## Reproduction notes
 #
@@ -482,7 +519,7 @@ pd.Series(throughput["metrics"]).round(2).to_frame(f"{device} ({run.environment[
 # | Loss | `--softmax` (InfoNCE) or CMC's NCE; the default NCE path does not run as published | InfoNCE (Eq. 1) | the NCE path needs an `eps` the repository does not define; InfoNCE is the `--softmax` option |
 # | Queue | 16,384 keys, 3 pushes of B keys per step | demo: 1,024 (ablation 256); paper profile: 16,384; 3 pushes per step kept | the demo's pool has 1,536 images: a longer queue would hold stale keys of the same images |
 # | Momentum | 0.999 | demo: 0.99 (ablation: 0.999); paper profile: 0.999 | the demo pretrains for 96 steps: at 0.999 the key encoder would stay near its random start |
-# | Schedule | SGD lr 0.03, momentum 0.9, wd 1e-4, batch 128, 120 epochs, x0.1 after epochs 60, 80, 100 | same optimiser, milestones at the same fractions of training; demo: lr 0.06, batch 64, 4 epochs (96 steps) | CPU budget; a shorter run takes a larger step. On the development data seed (7) a smaller rate (0.015, 0.004) learned the pretext less, and 12 epochs did not lift the probe; 100 epochs of MoCo with milder views reached 43% held-out pretext accuracy on one GPU, the demo's views 2% (*Longer pretraining, measured on a GPU*) |
+# | Schedule | SGD lr 0.03, momentum 0.9, wd 1e-4, batch 128, 120 epochs, x0.1 after epochs 60, 80, 100 | same optimiser, milestones at the same fractions of training; demo: lr 0.06, batch 64, 4 epochs (96 steps) | CPU budget; a shorter run takes a larger step. On the development data seed (7) a smaller rate (0.015, 0.004) learned the pretext less at 12 epochs, and 12 epochs did not lift the probe; 100 epochs of MoCo with milder views reached 43% held-out pretext accuracy on one GPU, the demo's views 2%; at 50 epochs, the linearly scaled rate 0.015 and milder views, MoCo and C2L reached 23% and 28% and the comparisons stayed void (*Longer pretraining, measured on a GPU*) |
 # | Shuffled BN | DataParallel on 4 GPUs: the key batch is shuffled across GPUs, BN per GPU | one process: shuffle + BN statistics over 4 (demo) or 8 (paper) sub-batches; several GPUs (`--nproc`): the key batch shuffled across processes (`batch_shuffle`), BN per process, the keys of every process enqueued by all | the single-device equivalent of per-GPU statistics |
 # | Augmentation | RandomResizedCrop(0.2-1), rotation 10°, grey-scale p=0.2, ColorJitter 0.4, flip, Cutout 3 x 32 px after normalising | the same on the device; no grey-scale or hue/saturation jitter (the images are grey); Cutout fills with the normalisation mean (= 0 after normalising) | grey radiographs; one batch operation instead of per-image host work |
 # | Fine-tuning | not published (a user reports lr 0.01 head / 2e-4 backbone, SGD) | AdamW, one-cycle, BCE; demo lr 3e-3 for 12 epochs on all 1,024 labelled images; paper profile lr 1e-4, 20 epochs; crops of 80-100%, ±5°, no flips; epoch chosen by validation mean AUROC | common CheXNet-style defaults; the recipe is unknown. Flips are left out because a radiograph's sides differ (the heart's side carries Cardiomegaly). An earlier version of this chapter tuned the schedule while reading the synthetic test split; it is now chosen on the development data seed (7) from the validation split only: from scratch on all the labels, 8 epochs reached validation mean AUROC 72.3 (rising at every epoch) and 12 epochs 76.7, so the demo trains 12. The same schedule serves every initialisation |

@@ -8,6 +8,7 @@ import dataclasses
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
@@ -593,18 +594,46 @@ def test_shipped_development_records_are_the_studies_and_the_table_reads_them(tm
     for name, (method, changes) in development.STUDIES.items():
         config = development.study_settings(name)
         assert config.data_seed == development.DEVELOPMENT_DATA_SEED != c2l.settings("demo").data_seed
-        (path,) = (DEVELOPMENT_ROOT / "c2l" / name).glob("*.json")
-        record = json.loads(path.read_text())
-        assert record["experiment"] == "pretrain" and record["params"]["method"] == method
-        for key, value in changes.items():
-            assert record["params"][key] == pytest.approx(value), (name, key)
-        assert len(record["history"]) == config.pretrain_epochs
+        records = [json.loads(p.read_text()) for p in sorted((DEVELOPMENT_ROOT / "c2l" / name).glob("*.json"))]
+        jobs = development.study_jobs(name)
+        # exactly the study's runs: one record per job, each with the study's settings on the development seed
+        assert sorted((r["experiment"], r["variant"], r["seed"]) for r in records) == sorted((j.experiment, j.variant, j.seed) for j in jobs)
+        for record in records:
+            assert record["params"]["data_seed"] == development.DEVELOPMENT_DATA_SEED
+            if record["experiment"] == "pretrain":
+                assert method in (development.GRID, record["params"]["method"])
+                for key, value in changes.items():
+                    assert record["params"][key] == pytest.approx(value), (name, key)
+                assert len(record["history"]) == config.pretrain_epochs
     table = development.development_table(images_per_s=1536.0)
     mild = table.loc["mocomild100"]
     assert mild["epochs"] == 100 and mild["pretraining"] == "moco, mild views, queue 1,024"
     assert mild["pretext best %"] >= mild["pretext last %"] and mild["minutes per pretraining here"] == pytest.approx(100 / 60, abs=0.05)
     assert table.loc["mocoq256", "pretraining"] == "moco, the demo's views, queue 256"
+    assert "grid50" not in table.index  # the whole-grid study has its own report
     with pytest.raises(FileNotFoundError, match=str(tmp_path)):
         development.development_table(root=tmp_path)
     with pytest.raises(ValueError, match="unknown development study 'nope'"):
         development.study_settings("nope")
+
+
+def test_the_whole_grid_study_reports_its_pretrainings_and_the_chapters_comparisons():
+    from medlab import report
+    from medlab.papers.c2l import development
+
+    config = development.study_settings("grid50")
+    assert tuple(config.seeds) == (0, 1, 2) and config.pretrain_lr == 0.015 and config.pretrain_epochs == 50
+    assert {j.variant for j in development.study_jobs("grid50") if j.experiment == "pretrain"} == {"moco", "c2l"}
+    table = development.grid_study_pretraining("grid50", images_per_s={"moco": 1536.0})
+    assert list(table.index) == ["MoCo (no mixup)", "C2L"] and (table["seeds"] == 3).all()
+    assert table.loc["MoCo (no mixup)", "minutes per pretraining here"] == pytest.approx(50 / 60, abs=0.05)
+    assert pd.isna(table.loc["C2L", "minutes per pretraining here"])  # no speed given for C2L
+    per_seed = [float(v) for v in table.loc["C2L", "pretext % per seed"].split(", ")]
+    assert table.loc["C2L", "pretext % mean"] == pytest.approx(np.mean(per_seed), abs=0.06)
+    verdicts = {v["name"]: v for v in report.evaluate_all(c2l.COMPARISONS, development.grid_study_frame("grid50"))}
+    main = verdicts["C2L vs MoCo, fine-tuned, all labels"]
+    assert main["n_seeds"] == 3 and main["n_eval"] == 1024
+    # the records themselves decide: at 50 epochs the pretext gates still fail, so the comparison is void
+    assert main["verdict"] == "void" and "pretext task learned" in main["reason"]
+    with pytest.raises(ValueError, match="not a whole-grid development study"):
+        development.grid_study_frame("moco30")

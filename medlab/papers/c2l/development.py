@@ -1,6 +1,7 @@
 """Chapter 2's development studies: how far the pretext task gets with longer pretraining, made on
-the development data seed (7, never the book's 2020) with one seed each: MoCo (C2L without mixup) at
-the demo's settings with one or two changes (epochs, milder views, a shorter queue).
+the development data seed (7, never the book's 2020): MoCo (C2L without mixup) at the demo's settings
+with one or two changes (epochs, milder views, a shorter queue), one seed each; and the demo's whole
+grid (MoCo and C2L, fine-tuned and probed, three seeds) with longer pretraining at a smaller rate.
 
 Their records ship with the package (``medlab/resources/development/c2l/<study>/``); they were made on
 one GPU (mixed precision). To make one again, on any device::
@@ -11,44 +12,63 @@ one GPU (mixed precision). To make one again, on any device::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import matplotlib.pyplot as plt
 import pandas as pd
 
 from medlab.development import load_histories, load_studies, prepare_study, study_cli
+from medlab.experiment import Job
 
 from .config import SLUG, Settings, settings
-from .runs import PRETEXT_EVAL_IMAGES, pretrain_job
+from .report import INIT_LABELS
+from .runs import PRETEXT_EVAL_IMAGES, grid, pretrain_job
 
 DEVELOPMENT_DATA_SEED = 7
 MILD_VIEWS = {"crop_scale": 0.6, "rotation": 5.0, "jitter": 0.2, "cutout_holes": 0}  # crops of 60-100%, +-5 degrees, no Cutout
-# study: (pretraining method, settings changed from the demo's)
+GRID = "grid"  # a study that runs the demo's whole grid rather than one pretraining
+# study: (pretraining method, or GRID, and the settings changed from the demo's)
 STUDIES: dict[str, tuple[str, dict[str, Any]]] = {
     "moco30": ("moco", {"pretrain_epochs": 30}),
     "moco100": ("moco", {"pretrain_epochs": 100}),
     "mocoq256": ("moco", {"pretrain_epochs": 100, "queue_size": 256}),
     "mocomild30": ("moco", {"pretrain_epochs": 30, **MILD_VIEWS}),
     "mocomild100": ("moco", {"pretrain_epochs": 100, **MILD_VIEWS}),
+    # a quarter of the demo's rate (the paper's 0.03 at batch 128, scaled linearly to batch 64 is 0.015)
+    "grid50": (GRID, {"pretrain_epochs": 50, "pretrain_lr": 0.015, **MILD_VIEWS}),
 }
 PRETEXT_LEARNED = 0.5  # the evidence standard's gate on the held-out pretext accuracy
 
 
 def study_settings(name: str) -> Settings:
-    """The demo's settings on the development data seed with the study's changes."""
+    """The demo's settings on the development data seed with the study's changes (three seeds for a
+    whole-grid study, one for a pretraining)."""
     if name not in STUDIES:
         raise ValueError(f"unknown development study {name!r}; expected one of {', '.join(STUDIES)}")
-    return settings("demo", data_seed=DEVELOPMENT_DATA_SEED, seeds=(0,), **STUDIES[name][1])
+    method, changes = STUDIES[name]
+    seeds = (0, 1, 2) if method == GRID else (0,)
+    return settings("demo", data_seed=DEVELOPMENT_DATA_SEED, seeds=seeds, **changes)
+
+
+def study_jobs(name: str) -> list[Job]:
+    """The study's runs: the demo's grid at the study's settings, or the one pretraining."""
+    config = study_settings(name)  # refuses an unknown study
+    method = STUDIES[name][0]
+    return grid(config) if method == GRID else [pretrain_job(method, 0)]
 
 
 def run_study(name: str, root: str | Path, device: str | None = None) -> list[dict[str, Any]]:
-    """Run one study's pretraining; its record goes to ``<root>/<name>/results/demo/c2l``."""
+    """Run one study; its records go to ``<root>/<name>/results/demo/c2l``."""
     from medlab import experiment
     from medlab.papers import c2l
 
     chosen = prepare_study(name, root, device)
-    job = pretrain_job(STUDIES[name][0], 0)
-    return experiment.run_grid(c2l, study_settings(name), profile="demo", device=chosen, jobs=[job])
+    return experiment.run_grid(c2l, study_settings(name), profile="demo", device=chosen, jobs=study_jobs(name))
+
+
+def _pretraining_studies(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the one-pretraining studies (the whole-grid studies have their own report)."""
+    return frame[frame["study"].map(lambda s: STUDIES.get(s, (GRID,))[0] != GRID)]
 
 
 def _describe(row: pd.Series) -> str:
@@ -61,8 +81,7 @@ def development_table(root: str | Path | None = None, images_per_s: float | None
     mean AUROC (%) of the encoder at initialisation, at the best epoch and at the last, and the images
     per second of the device it ran on; given ``images_per_s`` (a pretraining's training images/s on
     another machine), the minutes one such pretraining would take there."""
-    frame = load_studies(SLUG, root)
-    histories = load_histories(SLUG, root)
+    frame, histories = _pretraining_studies(load_studies(SLUG, root)), _pretraining_studies(load_histories(SLUG, root))
     rows = []
     for _, row in frame[frame["experiment"] == "pretrain"].iterrows():
         history = histories[histories["study"] == row["study"]]
@@ -87,8 +106,8 @@ def development_table(root: str | Path | None = None, images_per_s: float | None
 def development_figure(root: str | Path | None = None):
     """Held-out pretext accuracy and kNN probe per pretraining epoch, one line per study; dashed: the
     evidence standard's pretext gate (50%); dotted: chance (1 / 256)."""
-    histories = load_histories(SLUG, root)
-    frame = load_studies(SLUG, root).set_index("study")
+    histories = _pretraining_studies(load_histories(SLUG, root))
+    frame = _pretraining_studies(load_studies(SLUG, root)).set_index("study")
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
     for study, history in histories.groupby("study", sort=True):
         row = frame.loc[study]
@@ -105,6 +124,45 @@ def development_figure(root: str | Path | None = None):
         ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def grid_study_frame(name: str = "grid50", root: str | Path | None = None) -> pd.DataFrame:
+    """The records of the whole-grid study ``name``, as one frame (:func:`medlab.results.to_frame`'s
+    columns): what the chapter's comparisons (``c2l.COMPARISONS``) are evaluated on."""
+    grids = [n for n, (method, _) in STUDIES.items() if method == GRID]
+    if name not in grids:
+        raise ValueError(f"{name!r} is not a whole-grid development study; those are {', '.join(grids)}")
+    frame = load_studies(SLUG, root)
+    rows = frame[frame["study"] == name]
+    if rows.empty:
+        raise FileNotFoundError(f"no records of development study {name!r} among {sorted(frame['study'].unique())}")
+    return rows.reset_index(drop=True)
+
+
+def grid_study_pretraining(
+    name: str = "grid50", root: str | Path | None = None, images_per_s: Mapping[str, float] | None = None
+) -> pd.DataFrame:
+    """Per pretraining method of the whole-grid study: the held-out pretext accuracy (%, chance
+    ``1 / 256``) of each seed and their mean, and the kNN probe's mean AUROC (%) at initialisation and
+    at the end (means over seeds); given ``images_per_s`` (per method, a pretraining's training
+    images/s on another machine), the minutes one such pretraining would take there."""
+    frame = grid_study_frame(name, root)
+    rows = []
+    pretrainings = frame[frame["experiment"] == "pretrain"]
+    for method in sorted(pretrainings["params.method"].unique(), key=list(INIT_LABELS).index):
+        runs = pretrainings[pretrainings["params.method"] == method].sort_values("seed")
+        epochs, pool = int(runs["params.pretrain_epochs"].iloc[0]), int(runs["params.n_unlabeled"].iloc[0])
+        pretext = 100 * runs["metrics.heldout_pretext_accuracy"]
+        entry = {
+            "pretraining": INIT_LABELS.get(method, method), "epochs": epochs, "seeds": len(runs),
+            "pretext % per seed": ", ".join(f"{v:.1f}" for v in pretext), "pretext % mean": pretext.mean(),
+            "kNN AUROC at init %": 100 * runs["metrics.init_knn_auroc"].mean(),
+            "kNN AUROC last %": 100 * runs["metrics.knn_auroc"].mean(),
+        }
+        if images_per_s and images_per_s.get(method):
+            entry["minutes per pretraining here"] = epochs * pool / images_per_s[method] / 60
+        rows.append(entry)
+    return pd.DataFrame(rows).set_index("pretraining").round(1)
 
 
 def main(argv: list[str] | None = None) -> None:
