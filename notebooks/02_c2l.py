@@ -497,7 +497,7 @@ pd.Series(throughput["metrics"]).round(2).to_frame(f"{device} ({run.environment[
 # `-p queue_size 256`, `-p momentum 0.999`, or `--profile paper -p data_dir /path/to/chestxray14` on a GPU.
 # The `grid50` study's settings on the book's own data: `medlab run c2l -p pretrain_epochs 50 -p pretrain_lr 0.015
 # -p crop_scale 0.6 -p rotation 5 -p jitter 0.2 -p cutout_holes 0` (about 10 minutes of pretraining on a GPU,
-# far longer on a CPU); the study itself again: `python -m medlab.papers.c2l.development grid50 --root /tmp/c2l-dev`.
+# far longer on a CPU); the study itself again: `python -m medlab.papers.c2l.development grid50 --root c2l-dev`.
 #
 # ## Reproduction notes
 #
