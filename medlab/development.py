@@ -13,6 +13,7 @@ import pandas as pd
 from medlab import results
 
 DEVELOPMENT_ROOT = Path(__file__).resolve().parent / "resources" / "development"
+DEVELOPMENT_DATA_SEED = 7  # the synthetic data's development seed: design choices are made here, never on the book's
 
 
 def load_studies(slug: str, root: str | Path | None = None) -> pd.DataFrame:
@@ -57,6 +58,18 @@ def prepare_study(name: str, root: str | Path, device: str | None = None):
     os.environ["MEDLAB_RESULTS_DIR"] = str(Path(root) / name / "results")
     os.environ["MEDLAB_RUNS_DIR"] = str(Path(root) / name / "runs")
     return torch.device(device) if device else runtime.choose_device()
+
+
+def run_study(slug: str, config: Any, jobs: list[Any], name: str, root: str | Path, device: str | None = None) -> list[dict[str, Any]]:
+    """Run study ``name`` of chapter ``slug`` (its ``jobs`` at ``config``, the demo's settings with the
+    study's changes); its records go to ``<root>/<name>/results/demo/<slug>``, its runs beside them."""
+    import importlib
+
+    from medlab import experiment
+
+    chosen = prepare_study(name, root, device)
+    chapter = importlib.import_module(f"medlab.papers.{slug}")
+    return experiment.run_grid(chapter, config, profile="demo", device=chosen, jobs=jobs)
 
 
 def study_cli(description: str, studies: Iterable[str], run_study: Callable[..., Any], argv: list[str] | None = None) -> None:

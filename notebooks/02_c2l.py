@@ -425,8 +425,8 @@ report.differences_figure(c2l.COMPARISONS, frame, c2l.INIT_LABELS);
 # execution's MoCo pretrainings:
 
 # %%
-moco_speed = frame.loc[(frame["experiment"] == "pretrain") & (frame["params.method"] == "moco"), "metrics.images_per_s"]
-c2l.development.development_table(images_per_s=moco_speed.mean() if len(moco_speed) else None)
+speed = frame[frame["experiment"] == "pretrain"].groupby("params.method")["metrics.images_per_s"].mean()
+c2l.development.development_table(images_per_s=speed.get("moco"))
 
 # %%
 c2l.development.development_figure();
@@ -454,7 +454,6 @@ c2l.development.development_figure();
 # execution's MoCo and C2L pretrainings:
 
 # %%
-speed = frame[frame["experiment"] == "pretrain"].groupby("params.method")["metrics.images_per_s"].mean()
 c2l.development.grid_study_pretraining("grid50", images_per_s=speed.to_dict())
 
 # %% [markdown]

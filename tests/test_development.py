@@ -46,3 +46,17 @@ def test_study_cli_runs_each_named_study_and_prepare_study_points_the_folders(tm
     monkeypatch.setenv("MEDLAB_RUNS_DIR", "unchanged")
     assert development.prepare_study("a", tmp_path, "cpu").type == "cpu"
     assert results.results_root() == tmp_path / "a" / "results" and results.runs_root() == tmp_path / "a" / "runs"
+
+
+def test_run_study_runs_the_jobs_of_the_named_chapter_in_the_study_folders(tmp_path, monkeypatch):
+    from medlab import experiment
+    from medlab.papers import c2l
+
+    calls = []
+    monkeypatch.setattr(experiment, "run_grid", lambda chapter, config, **kw: calls.append((chapter, config, kw)) or ["record"])
+    monkeypatch.setenv("MEDLAB_RESULTS_DIR", "unchanged")
+    monkeypatch.setenv("MEDLAB_RUNS_DIR", "unchanged")
+    assert development.run_study("c2l", "settings", ["job"], "s", tmp_path, "cpu") == ["record"]
+    ((chapter, config, kw),) = calls
+    assert chapter is c2l and config == "settings" and kw["jobs"] == ["job"] and kw["profile"] == "demo"
+    assert results.results_root() == tmp_path / "s" / "results"

@@ -33,19 +33,20 @@ def _loss(model, batch):
     return {"loss": loss, "ce": loss}
 
 
-def _fit(model, run_dir, epochs=5, **kwargs):
+def _fit(model, run_dir, epochs=5, device=DEVICE, **kwargs):
     train, val = _problem()
+    model.to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=2, gamma=0.5)
 
     def evaluate(m):
         x, y = val.tensors
-        return {"accuracy": (m(x).argmax(1) == y).float().mean().item()}
+        return {"accuracy": (m(x.to(device)).argmax(1).cpu() == y).float().mean().item()}
 
     return engine.fit(
         model,
         train,
-        run=engine.RunContext(device=DEVICE, run_dir=run_dir, seed=7, progress=False, fingerprint="f1"),
+        run=engine.RunContext(device=device, run_dir=run_dir, seed=7, progress=False, fingerprint="f1"),
         loss_fn=_loss,
         optimizer=optimizer,
         epochs=epochs,
@@ -376,22 +377,15 @@ def test_resume_on_cuda_matches_uninterrupted(tmp_path):
     """The checkpoint loads onto the GPU; the generators' states must go back to the CPU to be restored."""
     cuda = torch.device("cuda")
 
-    def fit(model, run_dir, hooks=()):
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-        return engine.fit(
-            model.to(cuda), _problem()[0], run=engine.RunContext(device=cuda, run_dir=run_dir, seed=7, progress=False, fingerprint="f1"),
-            loss_fn=_loss, optimizer=optimizer, epochs=4, batch_size=16, on_epoch_end=list(hooks),
-        )
-
     def stop_after_two(epoch, record):
         if epoch == 2:
             raise Interrupt
 
     reference = _model()
-    fit(reference, tmp_path / "a")
+    _fit(reference, tmp_path / "a", epochs=4, device=cuda)
     with pytest.raises(Interrupt):
-        fit(_model(), tmp_path / "b", [stop_after_two])
+        _fit(_model(), tmp_path / "b", epochs=4, device=cuda, on_epoch_end=[stop_after_two])
     resumed_model = _model()
-    resumed = fit(resumed_model, tmp_path / "b")
+    resumed = _fit(resumed_model, tmp_path / "b", epochs=4, device=cuda)
     assert resumed.resumed_from_epoch == 2 and resumed.epochs_trained_now == 2
     assert all(torch.allclose(p, q, atol=1e-6) for p, q in zip(reference.state_dict().values(), resumed_model.state_dict().values()))

@@ -17,14 +17,14 @@ from typing import Any, Mapping
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from medlab.development import load_histories, load_studies, prepare_study, study_cli
+from medlab import development
+from medlab.development import DEVELOPMENT_DATA_SEED, load_histories, load_studies, study_cli
 from medlab.experiment import Job
 
 from .config import SLUG, Settings, settings
 from .report import INIT_LABELS
 from .runs import PRETEXT_EVAL_IMAGES, grid, pretrain_job
 
-DEVELOPMENT_DATA_SEED = 7
 MILD_VIEWS = {"crop_scale": 0.6, "rotation": 5.0, "jitter": 0.2, "cutout_holes": 0}  # crops of 60-100%, +-5 degrees, no Cutout
 GRID = "grid"  # a study that runs the demo's whole grid rather than one pretraining
 # study: (pretraining method, or GRID, and the settings changed from the demo's)
@@ -37,6 +37,7 @@ STUDIES: dict[str, tuple[str, dict[str, Any]]] = {
     # a quarter of the demo's rate (the paper's 0.03 at batch 128, scaled linearly to batch 64 is 0.015)
     "grid50": (GRID, {"pretrain_epochs": 50, "pretrain_lr": 0.015, **MILD_VIEWS}),
 }
+GRID_STUDIES = tuple(n for n, (method, _) in STUDIES.items() if method == GRID)
 PRETEXT_LEARNED = 0.5  # the evidence standard's gate on the held-out pretext accuracy
 
 
@@ -59,16 +60,12 @@ def study_jobs(name: str) -> list[Job]:
 
 def run_study(name: str, root: str | Path, device: str | None = None) -> list[dict[str, Any]]:
     """Run one study; its records go to ``<root>/<name>/results/demo/c2l``."""
-    from medlab import experiment
-    from medlab.papers import c2l
-
-    chosen = prepare_study(name, root, device)
-    return experiment.run_grid(c2l, study_settings(name), profile="demo", device=chosen, jobs=study_jobs(name))
+    return development.run_study(SLUG, study_settings(name), study_jobs(name), name, root, device)
 
 
 def _pretraining_studies(frame: pd.DataFrame) -> pd.DataFrame:
     """The rows of the one-pretraining studies (the whole-grid studies have their own report)."""
-    return frame[frame["study"].map(lambda s: STUDIES.get(s, (GRID,))[0] != GRID)]
+    return frame[frame["study"].isin([n for n in STUDIES if n not in GRID_STUDIES])]
 
 
 def _describe(row: pd.Series) -> str:
@@ -129,9 +126,8 @@ def development_figure(root: str | Path | None = None):
 def grid_study_frame(name: str = "grid50", root: str | Path | None = None) -> pd.DataFrame:
     """The records of the whole-grid study ``name``, as one frame (:func:`medlab.results.to_frame`'s
     columns): what the chapter's comparisons (``c2l.COMPARISONS``) are evaluated on."""
-    grids = [n for n, (method, _) in STUDIES.items() if method == GRID]
-    if name not in grids:
-        raise ValueError(f"{name!r} is not a whole-grid development study; those are {', '.join(grids)}")
+    if name not in GRID_STUDIES:
+        raise ValueError(f"{name!r} is not a whole-grid development study; those are {', '.join(GRID_STUDIES)}")
     frame = load_studies(SLUG, root)
     rows = frame[frame["study"] == name]
     if rows.empty:

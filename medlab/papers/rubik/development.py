@@ -15,15 +15,15 @@ from typing import Any
 
 import pandas as pd
 
-from medlab.development import DEVELOPMENT_ROOT as _SHIPPED, load_studies, prepare_study, study_cli
+from medlab import development
+from medlab.development import DEVELOPMENT_DATA_SEED, load_studies, study_cli
 from medlab.experiment import Job, job
 from medlab.report import direction, paired
 
 from .config import PRETRAINING, SLUG, Settings, settings
 from .report import INIT_LABELS, PRIMARY
 
-DEVELOPMENT_DATA_SEED = 7
-DEVELOPMENT_ROOT = _SHIPPED / SLUG  # the shipped records
+DEVELOPMENT_ROOT = development.DEVELOPMENT_ROOT / SLUG  # the shipped records
 WIDE = (16, 32, 64)
 # study: (settings changed from the demo's, fine-tuning initialisations, linear-probe initialisations)
 STUDIES: dict[str, tuple[dict[str, Any], tuple[str, ...], tuple[str, ...]]] = {
@@ -67,11 +67,7 @@ def study_jobs(name: str) -> list[Job]:
 
 def run_study(name: str, root: str | Path, device: str | None = None) -> list[dict[str, Any]]:
     """Run one study; its records go to ``<root>/<name>/results/demo/rubik`` (runs beside them)."""
-    from medlab import experiment
-    from medlab.papers import rubik
-
-    chosen = prepare_study(name, root, device)
-    return experiment.run_grid(rubik, study_settings(name), profile="demo", device=chosen, jobs=study_jobs(name))
+    return development.run_study(SLUG, study_settings(name), study_jobs(name), name, root, device)
 
 
 # ---------------------------------------------------------------------------------------------
