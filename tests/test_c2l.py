@@ -607,10 +607,20 @@ def test_shipped_development_records_are_the_studies_and_the_table_reads_them(tm
                 assert len(record["history"]) == config.pretrain_epochs
     table = development.development_table(images_per_s=1536.0)
     mild = table.loc["mocomild100"]
-    assert mild["epochs"] == 100 and mild["pretraining"] == "moco, mild views, queue 1,024"
+    assert mild["epochs"] == 100 and mild["pretraining"] == "moco, mild views"
     assert mild["pretext best %"] >= mild["pretext last %"] and mild["minutes per pretraining here"] == pytest.approx(100 / 60, abs=0.05)
+    # the description names the views, then every other setting changed from the demo's
     assert table.loc["mocoq256", "pretraining"] == "moco, the demo's views, queue 256"
+    assert table.loc["views10crop", "pretraining"] == "moco, mild crops only, rate 0.015"
+    assert table.loc["mild20w32", "pretraining"] == "moco, mild views, rate 0.015, width 32"
+    assert table.loc["mild20t02", "pretraining"] == "moco, mild views, rate 0.015, temperature 0.2"
     assert "grid50" not in table.index  # the whole-grid study has its own report
+    # the chapter's groups cover every one-pretraining study once, and pick their rows in their order
+    groups = development.LONGER_STUDIES + development.VIEW_STUDIES + development.OPTIMISER_STUDIES
+    assert sorted(groups) == sorted(n for n in development.STUDIES if n not in development.GRID_STUDIES)
+    assert list(development.development_table(studies=development.VIEW_STUDIES).index) == list(development.VIEW_STUDIES)
+    with pytest.raises(ValueError, match="grid50"):
+        development.development_table(studies=("grid50",))
     with pytest.raises(FileNotFoundError, match=str(tmp_path)):
         development.development_table(root=tmp_path)
     with pytest.raises(ValueError, match="unknown development study 'nope'"):

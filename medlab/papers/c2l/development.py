@@ -1,10 +1,12 @@
-"""Chapter 2's development studies: how far the pretext task gets with longer pretraining, made on
+"""Chapter 2's development studies: how far the pretext task gets, and what holds it back, made on
 the development data seed (7, never the book's 2020): MoCo (C2L without mixup) at the demo's settings
-with one or two changes (epochs, milder views, a shorter queue), one seed each; and the demo's whole
-grid (MoCo and C2L, fine-tuned and probed, three seeds) with longer pretraining at a smaller rate.
+with a few changes (epochs, views, rate, queue, temperature, batch, momentum, width), one seed each;
+and the demo's whole grid (MoCo and C2L, fine-tuned and probed, three seeds) with longer pretraining at
+a smaller rate.
 
-Their records ship with the package (``medlab/resources/development/c2l/<study>/``); they were made on
-one GPU (mixed precision). To make one again, on any device::
+Their records ship with the package (``medlab/resources/development/c2l/<study>/``); the longer ones
+were made on one GPU (mixed precision), the 10- and 20-epoch ones on a 2-core CPU (each record names
+its device). To make one again, on any device::
 
     python -m medlab.papers.c2l.development mocomild100 --root /tmp/c2l-development
 """
@@ -12,7 +14,7 @@ one GPU (mixed precision). To make one again, on any device::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -26,6 +28,8 @@ from .report import INIT_LABELS
 from .runs import PRETEXT_EVAL_IMAGES, grid, pretrain_job
 
 MILD_VIEWS = {"crop_scale": 0.6, "rotation": 5.0, "jitter": 0.2, "cutout_holes": 0}  # crops of 60-100%, +-5 degrees, no Cutout
+NO_VIEWS = {"crop_scale": 1.0, "rotation": 0.0, "jitter": 0.0, "cutout_holes": 0}  # the whole image, flipped or not
+SCALED_RATE = {"pretrain_lr": 0.015}  # the paper's 0.03 at batch 128, scaled linearly to batch 64
 GRID = "grid"  # a study that runs the demo's whole grid rather than one pretraining
 # study: (pretraining method, or GRID, and the settings changed from the demo's)
 STUDIES: dict[str, tuple[str, dict[str, Any]]] = {
@@ -35,9 +39,24 @@ STUDIES: dict[str, tuple[str, dict[str, Any]]] = {
     "mocomild30": ("moco", {"pretrain_epochs": 30, **MILD_VIEWS}),
     "mocomild100": ("moco", {"pretrain_epochs": 100, **MILD_VIEWS}),
     # a quarter of the demo's rate (the paper's 0.03 at batch 128, scaled linearly to batch 64 is 0.015)
-    "grid50": (GRID, {"pretrain_epochs": 50, "pretrain_lr": 0.015, **MILD_VIEWS}),
+    "grid50": (GRID, {"pretrain_epochs": 50, **SCALED_RATE, **MILD_VIEWS}),
+    # what tells two synthetic patients apart: each part of the mild views alone, 10 epochs
+    "views10flip": ("moco", {"pretrain_epochs": 10, **SCALED_RATE, **NO_VIEWS}),
+    "views10crop": ("moco", {"pretrain_epochs": 10, **SCALED_RATE, **NO_VIEWS, "crop_scale": MILD_VIEWS["crop_scale"]}),
+    "views10jitter": ("moco", {"pretrain_epochs": 10, **SCALED_RATE, **NO_VIEWS, "jitter": MILD_VIEWS["jitter"]}),
+    "views10mild": ("moco", {"pretrain_epochs": 10, **SCALED_RATE, **MILD_VIEWS}),
+    # the optimiser and the network instead: one change each from mild views at 20 epochs
+    "mild20": ("moco", {"pretrain_epochs": 20, **SCALED_RATE, **MILD_VIEWS}),
+    "mild20t02": ("moco", {"pretrain_epochs": 20, **SCALED_RATE, **MILD_VIEWS, "temperature": 0.2}),
+    "mild20b32": ("moco", {"pretrain_epochs": 20, **SCALED_RATE, **MILD_VIEWS, "pretrain_batch_size": 32}),
+    "mild20m09": ("moco", {"pretrain_epochs": 20, **SCALED_RATE, **MILD_VIEWS, "momentum": 0.9}),
+    "mild20w32": ("moco", {"pretrain_epochs": 20, **SCALED_RATE, **MILD_VIEWS, "width": 32}),
 }
 GRID_STUDIES = tuple(n for n, (method, _) in STUDIES.items() if method == GRID)
+# the one-pretraining studies, in the groups the chapter shows them in
+LONGER_STUDIES = ("moco30", "moco100", "mocoq256", "mocomild30", "mocomild100")
+VIEW_STUDIES = ("views10flip", "views10crop", "views10jitter", "views10mild")
+OPTIMISER_STUDIES = ("mild20", "mild20t02", "mild20b32", "mild20m09", "mild20w32")
 PRETEXT_LEARNED = 0.5  # the evidence standard's gate on the held-out pretext accuracy
 
 
@@ -63,22 +82,52 @@ def run_study(name: str, root: str | Path, device: str | None = None) -> list[di
     return development.run_study(SLUG, study_settings(name), study_jobs(name), name, root, device)
 
 
-def _pretraining_studies(frame: pd.DataFrame) -> pd.DataFrame:
-    """The rows of the one-pretraining studies (the whole-grid studies have their own report)."""
-    return frame[frame["study"].isin([n for n in STUDIES if n not in GRID_STUDIES])]
+def _pretraining_studies(frame: pd.DataFrame, studies: Sequence[str] | None = None) -> pd.DataFrame:
+    """The rows of the one-pretraining studies (the whole-grid studies have their own report), or of
+    ``studies`` among them."""
+    chosen = [n for n in STUDIES if n not in GRID_STUDIES] if studies is None else list(studies)
+    wrong = [n for n in chosen if STUDIES.get(n, (GRID,))[0] == GRID]
+    if wrong:
+        raise ValueError(f"not one-pretraining development studies: {wrong}")
+    return frame[frame["study"].isin(chosen)]
+
+
+_VIEW_KEYS = tuple(MILD_VIEWS)
+_NAMED_VIEWS = {  # (crop_scale, rotation, jitter, cutout_holes) -> words
+    tuple(MILD_VIEWS.values()): "mild views",
+    tuple(NO_VIEWS.values()): "flips only",
+    tuple((NO_VIEWS | {"crop_scale": MILD_VIEWS["crop_scale"]}).values()): "mild crops only",
+    tuple((NO_VIEWS | {"jitter": MILD_VIEWS["jitter"]}).values()): "mild jitter only",
+}
+# other settings a study may change, and how the table names them
+_OTHER_SETTINGS = {
+    "pretrain_lr": "rate {:g}", "queue_size": "queue {:,.0f}", "temperature": "temperature {:g}",
+    "pretrain_batch_size": "batch {:.0f}", "momentum": "key momentum {:g}", "width": "width {:.0f}",
+}
 
 
 def _describe(row: pd.Series) -> str:
-    views = "mild views" if row["params.crop_scale"] == MILD_VIEWS["crop_scale"] else "the demo's views"
-    return f"{views}, queue {int(row['params.queue_size']):,}"
+    """The study's views in words, then every other pretraining setting it changed from the demo's."""
+    demo = settings("demo")
+    views = tuple(row[f"params.{k}"] for k in _VIEW_KEYS)
+    if views == tuple(getattr(demo, k) for k in _VIEW_KEYS):
+        words = ["the demo's views"]
+    else:
+        words = [_NAMED_VIEWS.get(views, "views " + ", ".join(f"{k} {v:g}" for k, v in zip(_VIEW_KEYS, views)))]
+    words += [fmt.format(row[f"params.{k}"]) for k, fmt in _OTHER_SETTINGS.items() if row[f"params.{k}"] != getattr(demo, k)]
+    return ", ".join(words)
 
 
-def development_table(root: str | Path | None = None, images_per_s: float | None = None) -> pd.DataFrame:
-    """Per study: its settings, the held-out pretext accuracy (%, chance ``1 / 256``) and the kNN probe's
-    mean AUROC (%) of the encoder at initialisation, at the best epoch and at the last, and the images
-    per second of the device it ran on; given ``images_per_s`` (a pretraining's training images/s on
-    another machine), the minutes one such pretraining would take there."""
-    frame, histories = _pretraining_studies(load_studies(SLUG, root)), _pretraining_studies(load_histories(SLUG, root))
+def development_table(
+    root: str | Path | None = None, images_per_s: float | None = None, studies: Sequence[str] | None = None
+) -> pd.DataFrame:
+    """Per study (every one-pretraining study, or ``studies``): its settings, the held-out pretext
+    accuracy (%, chance ``1 / 256``) and the kNN probe's mean AUROC (%) of the encoder at
+    initialisation, at the best epoch and at the last, the device it ran on and its images per second
+    there; given ``images_per_s`` (a pretraining's training images/s on another machine), the minutes
+    one such pretraining would take there."""
+    frame = _pretraining_studies(load_studies(SLUG, root), studies)
+    histories = _pretraining_studies(load_histories(SLUG, root), studies)
     rows = []
     for _, row in frame[frame["experiment"] == "pretrain"].iterrows():
         history = histories[histories["study"] == row["study"]]
@@ -91,22 +140,28 @@ def development_table(root: str | Path | None = None, images_per_s: float | None
             "pretext last %": 100 * row["metrics.heldout_pretext_accuracy"],
             "kNN AUROC at init %": 100 * row["metrics.init_knn_auroc"],
             "kNN AUROC last %": 100 * row["metrics.knn_auroc"],
-            f"images/s ({row['device']})": row["metrics.images_per_s"],
+            "ran on": row["device"],
+            "images/s": row["metrics.images_per_s"],
         }
         if images_per_s:
             entry["minutes per pretraining here"] = images / images_per_s / 60
         rows.append(entry)
-    table = pd.DataFrame(rows).sort_values(["pretraining", "epochs"]).set_index("study")
+    if not rows:
+        raise FileNotFoundError(f"no records of development studies {list(studies or [])}")
+    order = list(studies) if studies is not None else list(STUDIES)
+    table = pd.DataFrame(rows).sort_values("study", key=lambda names: names.map(order.index)).set_index("study")
     return table.round(1)
 
 
-def development_figure(root: str | Path | None = None):
-    """Held-out pretext accuracy and kNN probe per pretraining epoch, one line per study; dashed: the
-    evidence standard's pretext gate (50%); dotted: chance (1 / 256)."""
-    histories = _pretraining_studies(load_histories(SLUG, root))
-    frame = _pretraining_studies(load_studies(SLUG, root)).set_index("study")
+def development_figure(root: str | Path | None = None, studies: Sequence[str] | None = None):
+    """Held-out pretext accuracy and kNN probe per pretraining epoch, one line per study (every
+    one-pretraining study, or ``studies``); dashed: the evidence standard's pretext gate (50%); dotted:
+    chance (1 / 256) and the random encoder's kNN probe."""
+    histories = _pretraining_studies(load_histories(SLUG, root), studies)
+    frame = _pretraining_studies(load_studies(SLUG, root), studies).set_index("study")
+    order = list(studies) if studies is not None else list(STUDIES)
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
-    for study, history in histories.groupby("study", sort=True):
+    for study, history in sorted(histories.groupby("study"), key=lambda item: order.index(item[0])):
         row = frame.loc[study]
         label = f"{int(row['params.pretrain_epochs'])} epochs, {_describe(row)}"
         axes[0].plot(history["epoch"], 100 * history["val/pretext_accuracy"], label=label)
