@@ -578,6 +578,34 @@ def test_a_downstream_run_reads_the_encoder_its_pretraining_record_points_to(tmp
         c2l.feature_map_figure([pretrain], data, device=torch.device("cpu"), seed=3)
 
 
+def test_the_probes_positive_control_reads_the_backbone_of_the_scratch_fine_tuning(tmp_path, monkeypatch):
+    from medlab import engine, experiment, results
+    from medlab.experiment import job
+    from medlab.runtime import stable_hash
+
+    monkeypatch.setenv("MEDLAB_RESULTS_DIR", str(tmp_path / "results"))
+    monkeypatch.setenv("MEDLAB_RUNS_DIR", str(tmp_path / "runs"))
+    config = c2l.settings(
+        "smoke", image_size=16, width=4, n_unlabeled=32, n_labeled=24, n_val=16, n_test=24, probe_epochs=1,
+        finetune_epochs=1, finetune_epoch_samples=24,
+    )
+    tuned = job("label_efficiency", 0, phase=1, stage="finetune", init="scratch", protocol="finetune", fraction=1.0)
+    control = job("label_efficiency", 0, phase=2, stage="probe", init=c2l.SUPERVISED, protocol="probe", fraction=1.0)
+    assert c2l.supervised_job(control) == tuned
+    fine_tuned, probe = experiment.run_grid(c2l, config, profile="smoke", device=torch.device("cpu"), jobs=[tuned, control], progress=False)
+    # the probe's identity holds the fine-tuning's, and it read that run's backbone with a fresh head
+    assert probe["params"][c2l.SUPERVISED] == stable_hash(fine_tuned["params"], 16)
+    best = results.run_folder(fine_tuned) / engine.BEST
+    loaded = c2l.initial_encoder(config, c2l.SUPERVISED, best).state_dict()
+    weights = engine.load_checkpoint(best)["model"]
+    assert all(torch.equal(v, weights[f"encoder.{k}"]) for k, v in loaded.items() if not k.startswith("head."))
+    assert 0 <= probe["metrics"]["mean_auroc"] <= 1 and probe["metrics"]["n_eval"] == 24.0
+    with pytest.raises(ValueError, match="not a probe of the 'supervised' encoder"):
+        c2l.supervised_job(tuned)
+    with pytest.raises(FileNotFoundError, match="its fine-tuning from scratch first"):
+        c2l.initial_encoder(config, c2l.SUPERVISED, tmp_path / "missing.pt")
+
+
 def test_throughput_of_the_device_step_and_of_a_plain_loop():
     data = torch.utils.data.TensorDataset(torch.rand(8, 1, 16, 16))
     measured = c2l.measure_pretraining_throughput(TINY, data, torch.device("cpu"), steps=1, warmup=0)
@@ -617,7 +645,7 @@ def test_shipped_development_records_are_the_studies_and_the_table_reads_them(tm
     assert "grid50" not in table.index  # the whole-grid study has its own report
     # the chapter's groups cover every one-pretraining study once, and pick their rows in their order
     groups = development.LONGER_STUDIES + development.VIEW_STUDIES + development.OPTIMISER_STUDIES
-    assert sorted(groups) == sorted(n for n in development.STUDIES if n not in development.GRID_STUDIES)
+    assert sorted(groups) == sorted(development.PRETRAINING_STUDIES)
     assert list(development.development_table(studies=development.VIEW_STUDIES).index) == list(development.VIEW_STUDIES)
     with pytest.raises(ValueError, match="grid50"):
         development.development_table(studies=("grid50",))
@@ -647,3 +675,17 @@ def test_the_whole_grid_study_reports_its_pretrainings_and_the_chapters_comparis
     assert main["verdict"] == "void" and "pretext task learned" in main["reason"]
     with pytest.raises(ValueError, match="not a whole-grid development study"):
         development.grid_study_frame("moco30")
+
+
+def test_the_probe_control_study_pairs_the_fine_tuned_backbones_probe_with_a_random_ones():
+    from medlab.papers.c2l import development
+
+    assert [j.phase for j in development.study_jobs("control") if j.init == c2l.SUPERVISED] == [2, 2, 2]
+    table = development.probe_control_table()
+    per_seed = table.drop(index="mean")
+    assert list(per_seed.index) == [0, 1, 2]
+    difference = per_seed["probe of the fine-tuned backbone"] - per_seed["probe of a random backbone"]
+    assert np.allclose(difference, per_seed["probe difference, points"], atol=0.11)
+    assert table.loc["mean", "95% CI"].startswith("[")
+    with pytest.raises(FileNotFoundError, match="positive control"):
+        development.probe_control_table("grid50")

@@ -210,7 +210,7 @@ def test_pretrained_encoder_initialises_both_downstream_networks(tmp_path):
     loaded = rubik.initial_encoder(TINY, 1, path)
     assert torch.equal(loaded.stages[0][0].weight, encoder.stages[0][0].weight)
     assert torch.equal(UNet3d(loaded, 4).encoder.stages[0][0].weight, encoder.stages[0][0].weight)
-    with pytest.raises(FileNotFoundError, match="no pretrained encoder at .*missing.pt"):
+    with pytest.raises(FileNotFoundError, match="no trained encoder at .*missing.pt"):
         rubik.initial_encoder(TINY, 1, tmp_path / "missing.pt")
 
 
@@ -433,7 +433,7 @@ def test_pretraining_then_fine_tuning_end_to_end(tmp_path, monkeypatch):
     assert "network's prediction" in rubik.puzzle_figure(rubik.load_data(config, "segmentation").val[0][0], config, pre).axes[-2].get_title()
     # a fine-tuning run whose pretraining never ran says so
     missing = experiment.job("ablation", 0, phase=1, stage="finetune", task="segmentation", init="rotation", labels=4)
-    with pytest.raises(FileNotFoundError, match="no pretrained encoder at .*pretrain__segmentation-rotation"):
+    with pytest.raises(FileNotFoundError, match="no trained encoder at .*pretrain__segmentation-rotation.*its pretraining"):
         experiment.run_grid(rubik, config, profile="smoke", device="cpu", jobs=[missing], progress=False)
     text = rubik.describe(jobs[0], pre)
     assert text.startswith("pretrain segmentation/rubik seed 0: held-out permutation accuracy")
@@ -556,3 +556,63 @@ def test_shipped_development_records_are_the_studies_jobs(tmp_path):
         rubik.development_frame(tmp_path)
     with pytest.raises(ValueError, match="unknown development study 'nope'"):
         development.study_settings("nope")
+
+
+def test_the_probes_positive_control_reads_the_encoder_of_the_scratch_fine_tuning(tmp_path, monkeypatch):
+    from medlab import experiment
+    from medlab.experiment import job
+
+    monkeypatch.setenv("MEDLAB_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("MEDLAB_RESULTS_DIR", str(tmp_path / "results"))
+    config = rubik.settings(
+        "smoke", volume_size=16, cube_size=4, widths=(2, 4), n_labeled=8, n_val=4, n_test=4, label_counts=(4,),
+        ablation_labels=4, probe_labels=4, finetune_epoch_samples=4, tasks=("segmentation",), ablation_tasks=(),
+    )
+    tuned = job("label_efficiency", 0, phase=1, stage="finetune", task="segmentation", init="scratch", labels=4)
+    control = job("probe", 0, phase=2, stage="probe", task="segmentation", init=rubik.SUPERVISED, labels=4)
+    assert rubik.supervised_job(control) == tuned and rubik.upstream_job(tuned) is None
+    scratch_record, probe_record = experiment.run_grid(rubik, config, profile="smoke", device="cpu", jobs=[tuned, control], progress=False)
+    folder = results.run_folder(scratch_record)
+    assert rubik.encoder_file(config, control, "smoke") == folder / engine.BEST
+    # the probe's identity holds the fingerprint of the fine-tuning it reads, and it read that encoder
+    assert probe_record["params"][rubik.SUPERVISED] == engine.load_checkpoint(folder / engine.CHECKPOINT)["fingerprint"]
+    loaded = rubik.initial_encoder(config, 4, folder / engine.BEST).state_dict()
+    best = engine.load_checkpoint(folder / engine.BEST)["model"]
+    assert loaded.keys() == {k.removeprefix("encoder.") for k in best if k.startswith("encoder.")}
+    assert all(torch.equal(loaded[k], best[f"encoder.{k}"]) for k in loaded)
+    assert {"dice/whole tumour", "val_whole_tumour_dice"} <= set(probe_record["metrics"])
+    # only a probe may start from it
+    with pytest.raises(ValueError, match="not a probe of the 'supervised' encoder"):
+        rubik.identity(config, job("label_efficiency", 0, phase=2, stage="finetune", task="segmentation", init="supervised", labels=4))
+
+
+def test_initial_encoder_refuses_a_network_without_an_encoder(tmp_path):
+    path = tmp_path / "best.pt"
+    torch.save({"model": {"head.weight": torch.zeros(1)}}, path)
+    with pytest.raises(ValueError, match="without an encoder"):
+        rubik.initial_encoder(rubik.settings("smoke"), 4, path)
+    with pytest.raises(FileNotFoundError, match="no trained encoder at"):
+        rubik.initial_encoder(rubik.settings("smoke"), 4, tmp_path / "missing.pt")
+
+
+def test_probe_control_table_pairs_the_fine_tuned_encoders_probe_with_the_random_ones():
+    rows = []
+    for seed in (0, 1, 2):
+        for init, dice in (("scratch", 0.70 + 0.01 * seed), ("supervised", 0.85 + 0.02 * seed)):
+            rows.append({"study": "control", "experiment": "probe", "seed": seed, "network": "16-32-64", "params.labels": 40,
+                         "params.finetune_epochs": 12, "params.init": init, "metrics.dice/whole tumour": dice})
+    table = rubik.probe_control_table(pd.DataFrame(rows))
+    row = table.loc["control"]
+    assert row["random encoder's probe %"] == "71.0" and row["fine-tuned encoder's probe %"] == "87.0" and row["seeds"] == 3
+    assert row["difference, points [95% CI]"].startswith("+16.0 [")
+    with pytest.raises(FileNotFoundError, match="positive control"):
+        rubik.probe_control_table(pd.DataFrame(rows[:1]))
+
+
+def test_development_cells_leave_out_the_control_studys_repeated_runs():
+    frame = rubik.development_frame()
+    cells = rubik.development_cells(frame)
+    wide = frame[(frame["study"] == "wide") & (frame["experiment"] == "label_efficiency") & (frame["params.init"] == "scratch")]
+    scratch = next(c for c in cells if c["init"] == "scratch" and c["network"] == "16-32-64" and c["labels"] == 40 and c["epochs"] == 12)
+    assert scratch["mean"] == pytest.approx(wide["metrics.dice/whole tumour"].mean())
+    assert set(frame["study"]) >= {"control", "wide"}

@@ -52,6 +52,7 @@ from .report import (
 )
 from .runs import (
     ENCODER_FILE,
+    SUPERVISED,
     ChapterData,
     check_data,
     describe,
@@ -71,13 +72,14 @@ from .runs import (
     pretrain_job,
     run_job,
     stack_images,
+    supervised_job,
     targets_of,
 )
 from .throughput import measure_pretraining_throughput, record_throughput
 
 __all__ = [
     "COMPARISONS", "ChapterData", "development", "knn_auroc", "pretext_accuracy", "pretraining_findings", "pretraining_gates",
-    "stack_images", "DATASETS", "ENCODER_FILE", "Encoder", "FindingClassifier", "INITS", "INIT_LABELS",
+    "stack_images", "supervised_job", "SUPERVISED", "DATASETS", "ENCODER_FILE", "Encoder", "FindingClassifier", "INITS", "INIT_LABELS",
     "MomentumContrast", "PRETRAINING", "PROFILES", "PROTOCOLS", "PROTOCOL_LABELS", "SLUG", "Settings",
     "SplitBatchNorm2d", "TABLES", "TERMS", "Variant", "ablation_table", "augment_view", "batch_shuffle",
     "batch_unshuffle", "check_data", "compare_views", "describe", "downstream_frame", "downstream_identity",

@@ -2,7 +2,8 @@
 the development data seed (7, never the book's 2020): MoCo (C2L without mixup) at the demo's settings
 with a few changes (epochs, views, rate, queue, temperature, batch, momentum, width), one seed each;
 and the demo's whole grid (MoCo and C2L, fine-tuned and probed, three seeds) with longer pretraining at
-a smaller rate.
+a smaller rate; and the linear probe's positive control (the probe of a backbone fine-tuned from
+scratch, beside a random backbone's, three seeds).
 
 Their records ship with the package (``medlab/resources/development/c2l/<study>/``); the longer ones
 were made on one GPU (mixed precision), the 10- and 20-epoch ones on a 2-core CPU (each record names
@@ -21,17 +22,19 @@ import pandas as pd
 
 from medlab import development
 from medlab.development import DEVELOPMENT_DATA_SEED, load_histories, load_studies, study_cli
-from medlab.experiment import Job
+from medlab.experiment import Job, job
+from medlab.report import paired
 
 from .config import SLUG, Settings, settings
 from .report import INIT_LABELS
-from .runs import PRETEXT_EVAL_IMAGES, grid, pretrain_job
+from .runs import PRETEXT_EVAL_IMAGES, SUPERVISED, grid, pretrain_job
 
 MILD_VIEWS = {"crop_scale": 0.6, "rotation": 5.0, "jitter": 0.2, "cutout_holes": 0}  # crops of 60-100%, +-5 degrees, no Cutout
 NO_VIEWS = {"crop_scale": 1.0, "rotation": 0.0, "jitter": 0.0, "cutout_holes": 0}  # the whole image, flipped or not
 SCALED_RATE = {"pretrain_lr": 0.015}  # the paper's 0.03 at batch 128, scaled linearly to batch 64
 GRID = "grid"  # a study that runs the demo's whole grid rather than one pretraining
-# study: (pretraining method, or GRID, and the settings changed from the demo's)
+CONTROL = "control"  # a study of the linear probe's positive control (no pretraining)
+# study: (pretraining method, GRID or CONTROL, and the settings changed from the demo's)
 STUDIES: dict[str, tuple[str, dict[str, Any]]] = {
     "moco30": ("moco", {"pretrain_epochs": 30}),
     "moco100": ("moco", {"pretrain_epochs": 100}),
@@ -51,8 +54,11 @@ STUDIES: dict[str, tuple[str, dict[str, Any]]] = {
     "mild20b32": ("moco", {"pretrain_epochs": 20, **SCALED_RATE, **MILD_VIEWS, "pretrain_batch_size": 32}),
     "mild20m09": ("moco", {"pretrain_epochs": 20, **SCALED_RATE, **MILD_VIEWS, "momentum": 0.9}),
     "mild20w32": ("moco", {"pretrain_epochs": 20, **SCALED_RATE, **MILD_VIEWS, "width": 32}),
+    # can the linear probe read a backbone that certainly holds the findings? (the demo's settings)
+    "control": (CONTROL, {}),
 }
 GRID_STUDIES = tuple(n for n, (method, _) in STUDIES.items() if method == GRID)
+PRETRAINING_STUDIES = tuple(n for n, (method, _) in STUDIES.items() if method not in (GRID, CONTROL))
 # the one-pretraining studies, in the groups the chapter shows them in
 LONGER_STUDIES = ("moco30", "moco100", "mocoq256", "mocomild30", "mocomild100")
 VIEW_STUDIES = ("views10flip", "views10crop", "views10jitter", "views10mild")
@@ -66,14 +72,23 @@ def study_settings(name: str) -> Settings:
     if name not in STUDIES:
         raise ValueError(f"unknown development study {name!r}; expected one of {', '.join(STUDIES)}")
     method, changes = STUDIES[name]
-    seeds = (0, 1, 2) if method == GRID else (0,)
+    seeds = (0, 1, 2) if method in (GRID, CONTROL) else (0,)
     return settings("demo", data_seed=DEVELOPMENT_DATA_SEED, seeds=seeds, **changes)
 
 
 def study_jobs(name: str) -> list[Job]:
-    """The study's runs: the demo's grid at the study's settings, or the one pretraining."""
+    """The study's runs: the demo's grid at the study's settings, the one pretraining, or the probe's
+    positive control (fine-tuning from scratch, then probes of a random and of the fine-tuned backbone)."""
     config = study_settings(name)  # refuses an unknown study
     method = STUDIES[name][0]
+    if method == CONTROL:
+        fraction = config.finetune_fractions[-1]
+        tuned = [job("label_efficiency", s, phase=1, stage="finetune", init="scratch", protocol="finetune", fraction=fraction) for s in config.seeds]
+        probes = [
+            job("label_efficiency", s, phase=2 if init == SUPERVISED else 1, stage="probe", init=init, protocol="probe", fraction=fraction)
+            for init in ("scratch", SUPERVISED) for s in config.seeds
+        ]
+        return tuned + probes
     return grid(config) if method == GRID else [pretrain_job(method, 0)]
 
 
@@ -83,10 +98,10 @@ def run_study(name: str, root: str | Path, device: str | None = None) -> list[di
 
 
 def _pretraining_studies(frame: pd.DataFrame, studies: Sequence[str] | None = None) -> pd.DataFrame:
-    """The rows of the one-pretraining studies (the whole-grid studies have their own report), or of
-    ``studies`` among them."""
-    chosen = [n for n in STUDIES if n not in GRID_STUDIES] if studies is None else list(studies)
-    wrong = [n for n in chosen if STUDIES.get(n, (GRID,))[0] == GRID]
+    """The rows of the one-pretraining studies (the whole-grid and control studies have their own
+    reports), or of ``studies`` among them."""
+    chosen = list(PRETRAINING_STUDIES) if studies is None else list(studies)
+    wrong = [n for n in chosen if n not in PRETRAINING_STUDIES]
     if wrong:
         raise ValueError(f"not one-pretraining development studies: {wrong}")
     return frame[frame["study"].isin(chosen)]
@@ -154,9 +169,9 @@ def development_table(
 
 
 def development_figure(root: str | Path | None = None, studies: Sequence[str] | None = None):
-    """Held-out pretext accuracy and kNN probe per pretraining epoch, one line per study (every
-    one-pretraining study, or ``studies``); dashed: the evidence standard's pretext gate (50%); dotted:
-    chance (1 / 256) and the random encoder's kNN probe."""
+    """Held-out pretext accuracy and kNN probe per pretraining epoch (epoch 0: at random
+    initialisation), one line per study (every one-pretraining study, or ``studies``); dashed: the
+    evidence standard's pretext gate (50%); dotted: chance (1 / 256) and the random encoder's kNN probe."""
     histories = _pretraining_studies(load_histories(SLUG, root), studies)
     frame = _pretraining_studies(load_studies(SLUG, root), studies).set_index("study")
     order = list(studies) if studies is not None else list(STUDIES)
@@ -164,8 +179,11 @@ def development_figure(root: str | Path | None = None, studies: Sequence[str] | 
     for study, history in sorted(histories.groupby("study"), key=lambda item: order.index(item[0])):
         row = frame.loc[study]
         label = f"{int(row['params.pretrain_epochs'])} epochs, {_describe(row)}"
-        axes[0].plot(history["epoch"], 100 * history["val/pretext_accuracy"], label=label)
-        axes[1].plot(history["epoch"], 100 * history["val/knn_auroc"], label=label)
+        epochs = [0, *history["epoch"]]  # epoch 0: the encoder at random initialisation
+        pretext = [row["metrics.init_pretext_accuracy"], *history["val/pretext_accuracy"]]
+        knn = [row["metrics.init_knn_auroc"], *history["val/knn_auroc"]]
+        axes[0].plot(epochs, [100 * v for v in pretext], label=label)
+        axes[1].plot(epochs, [100 * v for v in knn], label=label)
     axes[0].axhline(100 * PRETEXT_LEARNED, ls="--", c="grey", lw=1)
     axes[0].axhline(100 / PRETEXT_EVAL_IMAGES, ls=":", c="grey", lw=1)
     axes[1].axhline(100 * frame["metrics.init_knn_auroc"].mean(), ls=":", c="grey", lw=1)
@@ -214,6 +232,30 @@ def grid_study_pretraining(
             entry["minutes per pretraining here"] = epochs * pool / images_per_s[method] / 60
         rows.append(entry)
     return pd.DataFrame(rows).set_index("pretraining").round(1)
+
+
+def probe_control_table(name: str = "control", root: str | Path | None = None) -> pd.DataFrame:
+    """The probe's positive control: per seed, the linear probe of a random backbone beside that of the
+    backbone fine-tuned from scratch on the same labels (test mean AUROC, %), the fine-tuned
+    classifier's own score, and the paired difference of the two probes (95% t-interval over seeds)."""
+    frame = load_studies(SLUG, root)
+    rows = frame[frame["study"] == name]
+    if rows.empty or SUPERVISED not in set(rows["params.init"]):
+        raise FileNotFoundError(f"no records of the probe's positive control (study {name!r}, a {SUPERVISED!r} probe)")
+    score = rows.assign(
+        column=rows["params.protocol"].map({"finetune": "fine-tuned from scratch"}).fillna(
+            rows["params.init"].map({"scratch": "probe of a random backbone", SUPERVISED: "probe of the fine-tuned backbone"})
+        )
+    ).pivot_table(index="seed", columns="column", values="metrics.mean_auroc")
+    columns = ["probe of a random backbone", "probe of the fine-tuned backbone", "fine-tuned from scratch"]
+    table = 100 * score[columns]
+    d = paired(rows[rows["params.protocol"] == "probe"], "mean_auroc", "params.init", SUPERVISED, "scratch")
+    table.loc["mean"] = table.mean()
+    table["probe difference, points"] = 100 * (score[columns[1]] - score[columns[0]])
+    table.loc["mean", "probe difference, points"] = 100 * d.mean
+    table["95% CI"] = ""
+    table.loc["mean", "95% CI"] = f"[{100 * d.ci95[0]:+.1f}, {100 * d.ci95[1]:+.1f}]"
+    return table.round(1)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -28,6 +28,7 @@ INIT_LABELS = {
     "c2l_no_mixed_target": "C2L w/o l(q~, k_mix)",
     "c2l_queue": "C2L, other queue size",
     "c2l_momentum": "C2L, other momentum",
+    "supervised": "fine-tuned from scratch (the probe's positive control)",
 }
 PROTOCOL_LABELS = {"finetune": "fine-tuned", "probe": "linear probe"}
 

@@ -27,6 +27,10 @@ from .config import PRETRAINING, PROTOCOLS, SLUG, Settings, variant_settings
 from .method import Encoder, FindingClassifier, MomentumContrast, augment_view, compare_views, plain_batch_norms
 
 ENCODER_FILE = "encoder.pt"
+# The linear probe's positive control: the backbone of the classifier fine-tuned from scratch on the
+# same labels and seed. Its features certainly hold the findings, so its probe shows what the probe can
+# read; only probes start from it.
+SUPERVISED = "supervised"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -235,18 +239,23 @@ def pretrain(config: Settings, chapter_data: ChapterData, method: str, run: RunC
 
 
 def initial_encoder(config: Settings, init: str, encoder_path: Path | None = None) -> Encoder:
-    """The encoder a downstream run starts from: random (``scratch``), ImageNet, or pretrained weights
-    (the query encoder saved by a pretraining run)."""
+    """The encoder a downstream run starts from: random (``scratch``), ImageNet, pretrained weights
+    (the query encoder saved by a pretraining run), or (``supervised``, the probe's positive control) the
+    encoder inside a fine-tuned classifier's best weights, with a fresh projection head (a probe reads
+    the backbone only)."""
     if init == "scratch":
         return new_encoder(config)
     if init == "imagenet":
         return new_encoder(config, pretrained_imagenet=True)
     if encoder_path is None or not Path(encoder_path).exists():
-        raise FileNotFoundError(
-            f"no pretrained encoder for {init!r} at {encoder_path}: run its pretraining first (run_grid does)"
-        )
+        makes_it = "its fine-tuning from scratch" if init == SUPERVISED else "its pretraining"
+        raise FileNotFoundError(f"no trained encoder for {init!r} at {encoder_path}: run {makes_it} first (run_grid does)")
     encoder = new_encoder(config)
-    encoder.load_state_dict(torch.load(encoder_path, map_location="cpu", weights_only=True))
+    state = engine.load_checkpoint(encoder_path)
+    if init == SUPERVISED:
+        state = {k.removeprefix("encoder."): v for k, v in state["model"].items() if k.startswith("encoder.")}
+        state |= {k: v for k, v in encoder.state_dict().items() if k.startswith("head.")}  # dropped when fine-tuned
+    encoder.load_state_dict(state)
     return encoder
 
 
@@ -417,13 +426,24 @@ def pretrain_identity(config: Settings, method: str, data_dir: str | None) -> di
     )
 
 
+def supervised_job(item: Job) -> Job:
+    """The fine-tuning from scratch whose backbone a ``supervised`` probe ``item`` reads (same labels
+    and seed)."""
+    if item.init != SUPERVISED or item.protocol != "probe":
+        raise ValueError(f"{item} is not a probe of the {SUPERVISED!r} encoder (the probe's positive control)")
+    return job("label_efficiency", item.seed, phase=1, stage="finetune", init="scratch", protocol="finetune", fraction=item.fraction)
+
+
 def downstream_identity(config: Settings, item: Job, data_dir: str | None) -> dict[str, Any]:
     """The parameters that identify a fine-tuning or probing run: its stage's settings, its choices and,
     from a pretrained encoder, the identity of that pretraining run (a hash of its parameters; both
-    runs share the chapter's code, which each run's fingerprint covers)."""
+    runs share the chapter's code, which each run's fingerprint covers); the probe's positive control
+    holds the identity of the fine-tuning it reads."""
     choices: dict[str, Any] = dict(init=item.init, protocol=item.protocol, fraction=item.fraction, data_dir=data_dir)
     if item.init in PRETRAINING:
         choices["pretraining"] = runtime.stable_hash(pretrain_identity(config, item.init, data_dir), 16)
+    if item.init == SUPERVISED:
+        choices[SUPERVISED] = runtime.stable_hash(downstream_identity(config, supervised_job(item), data_dir), 16)
     return run_identity(config, stage=item.stage, **choices)
 
 
@@ -444,6 +464,9 @@ def run_job(
     if job.init in PRETRAINING:
         source = pretrain_job(job.init, job.seed)
         encoder_path = run_dir_for(profile, SLUG, source, pretrain_identity(config, job.init, data_dir)) / ENCODER_FILE
+    elif job.init == SUPERVISED:
+        source = supervised_job(job)
+        encoder_path = run_dir_for(profile, SLUG, source, downstream_identity(config, source, data_dir)) / engine.BEST
     train = finetune if job.protocol == "finetune" else linear_probe
     params = downstream_identity(config, job, data_dir)
     return run_once(params=params, train=lambda run: train(config, chapter_data, job, run, encoder_path), **common)

@@ -54,6 +54,7 @@ from .runs import (
     ENCODER_FILE,
     PROXY_MODEL_FILE,
     REGIONS,
+    SUPERVISED,
     TaskData,
     check_data,
     describe,
@@ -69,22 +70,25 @@ from .runs import (
     puzzle_losses,
     run_job,
     segmentation_scores,
+    supervised_job,
     targets_of,
+    upstream_job,
     volumes_of,
 )
-from .development import development_cells, development_findings, development_frame, development_table
+from .development import development_cells, development_findings, development_frame, development_table, probe_control_table
 from .throughput import measure_pretraining_throughput, record_throughput
 
 __all__ = [
     "COMPARED_LABELS", "LinearProbe3d", "PRIMARY", "puzzle_findings",
     "COMPARISONS", "CUBES", "DATASETS", "ENCODER_FILE", "HEADLINE", "HEADLINE_NAMES", "INITS", "INIT_LABELS",
-    "PRETRAINING", "PROFILES", "PROXY_MODEL_FILE", "ProxyTask", "REGIONS", "ROTATION_AXES", "SLUG", "Settings",
+    "PRETRAINING", "PROFILES", "PROXY_MODEL_FILE", "ProxyTask", "REGIONS", "ROTATION_AXES", "SLUG", "SUPERVISED", "Settings",
     "SiameseOctad", "TABLES", "TASKS", "TASK_METRICS", "TaskData", "ablation_table", "assemble", "check_data",
     "ct_examples_figure", "cut_cubes", "data_table", "describe", "development", "development_cells",
     "development_findings", "development_frame", "development_table", "downstream_frame", "draw_proxy_labels",
     "encoder_file", "finetune", "finetune_curves_figure", "findings", "grid", "identity", "initial_encoder",
     "label_efficiency_figure", "label_summary", "load_data", "majority_floor", "make_proxy_batch", "measure_pretraining_throughput",
     "method", "min_hamming_distance", "mr_example_figure", "orthogonal_slices", "permutation_set", "pretrain",
+    "probe_control_table", "supervised_job", "upstream_job",
     "pretraining_job", "proxy_curves_figure", "proxy_losses", "puzzle", "puzzle_figure", "puzzle_losses",
     "random_layout", "rearrangement_loss", "record_throughput", "rotation_loss", "run_job", "scramble",
     "segmentation_scores", "settings", "slot_after_turn", "targets_of", "task_table", "turned_cube_lookalikes",

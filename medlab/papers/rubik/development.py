@@ -22,6 +22,7 @@ from medlab.report import direction, paired
 
 from .config import PRETRAINING, SLUG, Settings, settings
 from .report import INIT_LABELS, PRIMARY
+from .runs import SUPERVISED
 
 DEVELOPMENT_ROOT = development.DEVELOPMENT_ROOT / SLUG  # the shipped records
 WIDE = (16, 32, 64)
@@ -35,7 +36,10 @@ STUDIES: dict[str, tuple[dict[str, Any], tuple[str, ...], tuple[str, ...]]] = {
     "long48": ({"widths": WIDE, "pretrain_epochs": 48}, ("rubik",), ("rubik",)),
     "lab8": ({"widths": WIDE, "label_counts": (8,), "probe_labels": 8}, ("scratch", "rubik"), ("scratch", "rubik")),
     "lab8b": ({"widths": WIDE, "label_counts": (8,), "probe_labels": 8}, ("rotation", "rearrangement"), ("rotation", "rearrangement")),
+    # the probe's positive control: can it read an encoder that certainly holds the tumour?
+    "control": ({"widths": WIDE, "seeds": (0, 1, 2)}, ("scratch",), ("scratch", SUPERVISED)),
 }
+CONTROL_STUDIES = ("control",)  # reported by probe_control_table only (their runs repeat other studies' cells)
 
 
 def study_settings(name: str) -> Settings:
@@ -58,8 +62,8 @@ def study_jobs(name: str) -> list[Job]:
         job("label_efficiency", s, phase=1, stage="finetune", task="segmentation", init=i, labels=labels)
         for i in inits for s in config.seeds
     ]
-    jobs += [
-        job("probe", s, phase=1, stage="probe", task="segmentation", init=i, labels=config.probe_labels)
+    jobs += [  # a probe of the fine-tuned encoder waits for that fine-tuning
+        job("probe", s, phase=2 if i == SUPERVISED else 1, stage="probe", task="segmentation", init=i, labels=config.probe_labels)
         for i in probes for s in config.probe_seeds
     ]
     return jobs
@@ -105,6 +109,7 @@ def development_cells(frame: pd.DataFrame | None = None, metric: str = PRIMARY) 
     epochs), the scratch cell, then each pretrained cell with its paired difference (``diff``, a
     :class:`medlab.report.Paired`), its puzzle accuracy and its probe beside the random encoder's."""
     frame = development_frame() if frame is None else frame
+    frame = frame[~frame["study"].isin(CONTROL_STUDIES)]
     finetuned = frame[frame["experiment"] == "label_efficiency"]
     pretrain = frame[frame["experiment"] == "pretrain"]
     schedule = ["network", "params.labels", "params.finetune_epochs"]
@@ -186,6 +191,30 @@ def development_findings(frame: pd.DataFrame | None = None, metric: str = PRIMAR
             probe = f"; its probe {side} the random encoder's ({_percent(c['probe'])} vs {_percent(c['random_probe'])})"
         lines.append(f"  - {name}: {words} scratch, {100 * d.mean:+.1f} points [{100 * lo:+.1f}, {100 * hi:+.1f}]{probe}.")
     return "\n".join(lines)
+
+
+def probe_control_table(frame: pd.DataFrame | None = None, metric: str = PRIMARY) -> pd.DataFrame:
+    """The probe's positive control, per study that ran it: the linear probe of the random encoder
+    beside that of the encoder fine-tuned from scratch on the same labelled volumes and seed (test
+    whole-tumour Dice, %), and their paired difference (95% t-interval over seeds)."""
+    frame = development_frame() if frame is None else frame
+    probes = frame[frame["experiment"] == "probe"]
+    score = f"metrics.{metric}"
+    rows = []
+    for study, runs in probes[probes["params.init"] == SUPERVISED].groupby("study", sort=False):
+        both = probes[(probes["study"] == study) & probes["params.init"].isin(["scratch", SUPERVISED])]
+        d = paired(both, metric, "params.init", SUPERVISED, "scratch")
+        random_probe = both[both["params.init"] == "scratch"]
+        rows.append({
+            "study": study, "network": runs["network"].iloc[0], "labelled volumes": int(runs["params.labels"].iloc[0]),
+            "random encoder's probe %": _percent(random_probe[score].mean()),
+            "fine-tuned encoder's probe %": _percent(runs[score].mean()),
+            "difference, points [95% CI]": f"{100 * d.mean:+.1f} [{100 * d.ci95[0]:+.1f}, {100 * d.ci95[1]:+.1f}]",
+            "seeds": d.n,
+        })
+    if not rows:
+        raise FileNotFoundError("no development study ran the probe's positive control (a 'supervised' probe)")
+    return pd.DataFrame(rows).set_index("study")
 
 
 def main(argv: list[str] | None = None) -> None:

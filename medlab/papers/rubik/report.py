@@ -26,6 +26,7 @@ INIT_LABELS = {
     "rubik": "Rubik's cube (both)",
     "rearrangement": "rearrangement only",
     "rotation": "rotation only",
+    "supervised": "fine-tuned from scratch (the probe's positive control)",
 }
 TASK_METRICS = {
     "classification": {"accuracy": "accuracy %", "macro_f1": "macro F1 %", "macro_auroc": "macro AUROC %"},

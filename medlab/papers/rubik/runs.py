@@ -25,6 +25,10 @@ from .config import PRETRAINING, SLUG, TASKS, ProxyTask, Settings
 from .method import SiameseOctad, make_proxy_batch, permutation_set, proxy_losses
 
 ENCODER_FILE = "encoder.pt"  # the pretrained branch, which initialises the downstream networks
+# The linear probe's positive control: the encoder of the U-Net fine-tuned from scratch on the probe's
+# labelled volumes and seed. Its features certainly hold the tumour, so its probe shows what the probe
+# can read; only probes start from it.
+SUPERVISED = "supervised"
 PROXY_MODEL_FILE = "proxy_model.pt"  # the whole Siamese-Octad, for the recovery figure
 REGIONS = {"whole tumour": (1, 2, 3), "tumour core": (1, 3), "enhancing tumour": (3,)}  # BraTS labels 1,2,4 -> 1,2,3
 
@@ -198,12 +202,21 @@ def pretrain(config: Settings, data: TaskData, job: Job, run: RunContext) -> Run
 
 
 def initial_encoder(config: Settings, in_channels: int, encoder_path: Path | None = None) -> VolumeEncoder:
-    """A fresh encoder, or the pretrained branch saved at ``encoder_path``."""
+    """A fresh encoder, or the one saved at ``encoder_path``: a pretrained branch (``encoder.pt``), or
+    the encoder inside a fine-tuned network's best weights (``best.pt``, the probe's positive control)."""
     encoder = VolumeEncoder(in_channels, config.widths)
     if encoder_path is not None:
         if not Path(encoder_path).exists():
-            raise FileNotFoundError(f"no pretrained encoder at {encoder_path}: run its pretraining first")
-        encoder.load_state_dict(engine.load_checkpoint(encoder_path))
+            raise FileNotFoundError(
+                f"no trained encoder at {encoder_path}: run its pretraining (for the probe's positive control, "
+                "its fine-tuning from scratch) first"
+            )
+        state = engine.load_checkpoint(encoder_path)
+        if "model" in state:  # a whole network's checkpoint: keep its encoder
+            state = {k.removeprefix("encoder."): v for k, v in state["model"].items() if k.startswith("encoder.")}
+            if not state:
+                raise ValueError(f"{encoder_path} holds a network without an encoder (no 'encoder.*' weights)")
+        encoder.load_state_dict(state)
     return encoder
 
 
@@ -374,25 +387,47 @@ def pretraining_job(item: Job) -> Job:
     return job("pretrain", item.seed, stage="pretrain", task=item.task, method=item.init)
 
 
+def supervised_job(item: Job) -> Job:
+    """The from-scratch fine-tuning whose encoder a ``supervised`` probe ``item`` reads (same task,
+    labelled volumes and seed)."""
+    if item.init != SUPERVISED or item.stage != "probe":
+        raise ValueError(f"{item} is not a probe of the {SUPERVISED!r} encoder (the probe's positive control)")
+    return job("label_efficiency", item.seed, phase=1, stage="finetune", task=item.task, init="scratch", labels=item.labels)
+
+
+def upstream_job(item: Job) -> Job | None:
+    """The run whose encoder ``item`` starts from: its pretraining, the fine-tuning of a ``supervised``
+    probe, or none (from scratch)."""
+    if item.init in PRETRAINING:
+        return pretraining_job(item)
+    return supervised_job(item) if item.init == SUPERVISED else None
+
+
 def identity(config: Settings, item: Job, data_dir: str | Path | None = None) -> dict[str, Any]:
-    """The parameters that identify ``item``: the settings of its stage and its choices; a fine-tuning
-    run from a pretrained encoder also holds the fingerprint of that pretraining run."""
+    """The parameters that identify ``item``: the settings of its stage and its choices; a run that
+    starts from another run's encoder (a pretraining, or the probe's positive control) also holds that
+    run's fingerprint."""
     source = str(data_dir) if _real(item.task, data_dir) else None
     if item.stage == "pretrain":
         return run_identity(config, stage="pretrain", task=item.task, method=item.method, data_dir=source)
     params = run_identity(config, stage=item.stage, task=item.task, init=item.init, labels=item.labels, data_dir=source)
-    if item.init in PRETRAINING:
+    source = upstream_job(item)
+    if source is not None:
         from medlab import dependencies
 
-        upstream = identity(config, pretraining_job(item), data_dir)
-        params["pretraining"] = fingerprint(upstream, dependencies.code_fingerprint(SLUG))  # as run_once makes it
+        key = "pretraining" if item.init in PRETRAINING else SUPERVISED
+        params[key] = fingerprint(identity(config, source, data_dir), dependencies.code_fingerprint(SLUG))  # as run_once makes it
     return params
 
 
 def encoder_file(config: Settings, item: Job, profile: str, data_dir: str | Path | None = None) -> Path:
-    """The encoder a fine-tuning run ``item`` starts from, in its pretraining run's folder."""
-    source = pretraining_job(item)
-    return run_dir_for(profile, SLUG, source, identity(config, source, data_dir)) / ENCODER_FILE
+    """The encoder a downstream run ``item`` starts from: in its pretraining run's folder, or (the
+    probe's positive control) the best weights of the fine-tuning it reads."""
+    source = upstream_job(item)
+    if source is None:
+        raise ValueError(f"{item} starts from {item.init!r}, not from a trained encoder")
+    folder = run_dir_for(profile, SLUG, source, identity(config, source, data_dir))
+    return folder / (ENCODER_FILE if item.init in PRETRAINING else engine.BEST)
 
 
 def run_job(
@@ -405,7 +440,7 @@ def run_job(
     if job.stage == "pretrain":
         train = lambda run: pretrain(config, data, job, run)  # noqa: E731
     else:
-        encoder = encoder_file(config, job, profile, data_dir) if job.init in PRETRAINING else None
+        encoder = encoder_file(config, job, profile, data_dir) if upstream_job(job) is not None else None
         train = lambda run: finetune(config, data, job, run, encoder)  # noqa: E731
     return run_once(
         chapter=SLUG, profile=profile, job=job, params=identity(config, job, data_dir), dataset=data.info,
