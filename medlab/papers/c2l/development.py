@@ -248,7 +248,7 @@ def probe_control_table(name: str = "control", root: str | Path | None = None) -
         )
     ).pivot_table(index="seed", columns="column", values="metrics.mean_auroc")
     columns = ["probe of a random backbone", "probe of the fine-tuned backbone", "fine-tuned from scratch"]
-    table = 100 * score[columns]
+    table = 100 * score[columns].rename_axis(columns=None)
     d = paired(rows[rows["params.protocol"] == "probe"], "mean_auroc", "params.init", SUPERVISED, "scratch")
     table.loc["mean"] = table.mean()
     table["probe difference, points"] = 100 * (score[columns[1]] - score[columns[0]])
