@@ -616,3 +616,46 @@ def test_development_cells_leave_out_the_control_studys_repeated_runs():
     scratch = next(c for c in cells if c["init"] == "scratch" and c["network"] == "16-32-64" and c["labels"] == 40 and c["epochs"] == 12)
     assert scratch["mean"] == pytest.approx(wide["metrics.dice/whole tumour"].mean())
     assert set(frame["study"]) >= {"control", "wide"}
+
+
+def test_intensity_ramp_makes_every_turn_of_a_cube_readable():
+    from medlab.papers.rubik.method import _FLIPS
+
+    volumes = torch.ones(2, 1, 8, 8, 8)
+    assert torch.equal(rubik.intensity_ramp(volumes, 0.0), volumes)
+    ramped = rubik.intensity_ramp(volumes, 0.5)
+    # 1 + 0.5 (h + w) / 2 with h, w in [-1, 1]: 0.5 at the low corner, 1.5 at the high one, constant along D
+    assert ramped[0, 0, 0, 0, 0] == pytest.approx(0.5) and ramped[0, 0, 0, -1, -1] == pytest.approx(1.5)
+    assert torch.equal(ramped[:, :, 0], ramped[:, :, -1])
+    cube = ramped[0, 0, :4, :4, :4]
+    turned = {
+        "none": cube, "horizontal": cube.flip([d + 3 for d in _FLIPS["horizontal"]]),
+        "vertical": cube.flip([d + 3 for d in _FLIPS["vertical"]]),
+    }
+    turned["both"] = turned["horizontal"].flip([d + 3 for d in _FLIPS["vertical"]])
+    views = list(turned.values())
+    assert all(not torch.allclose(a, b) for i, a in enumerate(views) for b in views[i + 1:])
+    with pytest.raises(ValueError, match="intensity_ramp must be in"):
+        rubik.settings("smoke", intensity_ramp=1.0)
+    assert rubik.settings("paper").intensity_ramp == rubik.settings("demo").intensity_ramp == 0.0
+
+
+def test_puzzle_studies_are_full_puzzle_pretrainings_and_their_table_reads_them():
+    import json
+
+    from medlab.papers.rubik import development
+
+    for name, changes in development.PUZZLE_STUDIES.items():
+        jobs = development.study_jobs(name)
+        assert {(j.experiment, j.method) for j in jobs} == {("pretrain", "rubik")} and [j.seed for j in jobs] == [0, 1, 2]
+        records = [json.loads(p.read_text()) for p in sorted((development.DEVELOPMENT_ROOT / name).glob("*.json"))]
+        assert sorted(r["seed"] for r in records) == [0, 1, 2], name
+        for record in records:
+            assert record["params"]["data_seed"] == development.DEVELOPMENT_DATA_SEED
+            for key, value in {"intensity_ramp": 0.0, "permutation_weight": 1.0, **changes}.items():
+                assert record["params"][key] == pytest.approx(value), (name, key)
+    table = rubik.development.puzzle_weights_table()
+    assert list(table.index) == list(development.PUZZLE_STUDIES)
+    assert table.loc["ramp_alpha01", "intensity ramp"] == "±0.9" and table.loc["ramp_alpha01", "rearrangement weight α"] == "0.1"
+    per_seed = [float(v) for v in table.loc["joint", "rotation % per seed"].split(", ")]
+    assert len(per_seed) == 3 and table.loc["joint", "rotation % mean"] == pytest.approx(np.mean(per_seed), abs=0.6)

@@ -63,6 +63,7 @@ from .runs import (
     grid,
     identity,
     initial_encoder,
+    intensity_ramp,
     load_data,
     pretrain,
     pretraining_job,
@@ -75,7 +76,14 @@ from .runs import (
     upstream_job,
     volumes_of,
 )
-from .development import development_cells, development_findings, development_frame, development_table, probe_control_table
+from .development import (
+    development_cells,
+    development_findings,
+    development_frame,
+    development_table,
+    probe_control_table,
+    puzzle_weights_table,
+)
 from .throughput import measure_pretraining_throughput, record_throughput
 
 __all__ = [
@@ -88,7 +96,7 @@ __all__ = [
     "encoder_file", "finetune", "finetune_curves_figure", "findings", "grid", "identity", "initial_encoder",
     "label_efficiency_figure", "label_summary", "load_data", "majority_floor", "make_proxy_batch", "measure_pretraining_throughput",
     "method", "min_hamming_distance", "mr_example_figure", "orthogonal_slices", "permutation_set", "pretrain",
-    "probe_control_table", "supervised_job", "upstream_job",
+    "probe_control_table", "supervised_job", "upstream_job", "intensity_ramp", "puzzle_weights_table",
     "pretraining_job", "proxy_curves_figure", "proxy_losses", "puzzle", "puzzle_figure", "puzzle_losses",
     "random_layout", "rearrangement_loss", "record_throughput", "rotation_loss", "run_job", "scramble",
     "segmentation_scores", "settings", "slot_after_turn", "targets_of", "task_table", "turned_cube_lookalikes",

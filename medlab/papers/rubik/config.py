@@ -72,6 +72,9 @@ class Settings(ChapterSettings):
     rotation_weight: float = training_field(1.0, stages=PRETRAIN)  # beta of Eq. (4)
     hidden: int = training_field(256, stages=PRETRAIN)  # width of the proxy task's fully connected layers
     proxy_val_volumes: int = training_field(32, stages=PRETRAIN)  # validation volumes of the held-out puzzles
+    # a development probe of the puzzle, 0 in every profile: the pretraining volumes scaled by a fixed
+    # ramp, 1 +- intensity_ramp across the second and third axes, which makes every turn of a cube readable
+    intensity_ramp: float = training_field(0.0, stages=PRETRAIN)
     # fine-tuning (the downstream tasks)
     n_labeled: int = training_field(stages=DOWNSTREAM)
     n_val: int = training_field(stages=DOWNSTREAM)
@@ -195,6 +198,8 @@ def settings(profile: str | None = None, **overrides: Any) -> Settings:
     stray = [s for s in config.probe_seeds if s not in config.seeds]
     if stray:
         raise ValueError(f"probe_seeds {stray} are not among seeds {tuple(config.seeds)}")
+    if not 0 <= config.intensity_ramp < 1:
+        raise ValueError(f"intensity_ramp must be in [0, 1) (a ramp of 1 would zero a corner), got {config.intensity_ramp}")
     short = {k: getattr(config, k) for k in ("pretrain_epochs", "finetune_epochs") if getattr(config, k) < 1}
     if short:
         raise ValueError(f"epochs must be >= 1, got {short}")

@@ -39,21 +39,37 @@ STUDIES: dict[str, tuple[dict[str, Any], tuple[str, ...], tuple[str, ...]]] = {
     # the probe's positive control: can it read an encoder that certainly holds the tumour?
     "control": ({"widths": WIDE, "seeds": (0, 1, 2)}, ("scratch",), ("scratch", SUPERVISED)),
 }
-CONTROL_STUDIES = ("control",)  # reported by probe_control_table only (their runs repeat other studies' cells)
+# Why the full puzzle's rotation stays at chance: full-puzzle pretrainings only (three seeds), with the
+# rearrangement term's weight (alpha of Eq. 4) and a ramp that makes every turn readable (intensity_ramp)
+PUZZLE_STUDIES: dict[str, dict[str, Any]] = {
+    "joint": {},
+    "rotation_term": {"permutation_weight": 0.0},
+    "ramp_joint": {"intensity_ramp": 0.9},
+    "ramp_rotation_term": {"intensity_ramp": 0.9, "permutation_weight": 0.0},
+    "ramp_alpha01": {"intensity_ramp": 0.9, "permutation_weight": 0.1},
+}
+CONTROL_STUDIES = ("control", *PUZZLE_STUDIES)  # reported apart (their runs repeat other studies' cells or have none)
 
 
 def study_settings(name: str) -> Settings:
     """The demo's settings on the development data seed with the study's changes (5 seeds unless it
-    says otherwise, linear probes on the first three, 200 test volumes)."""
-    if name not in STUDIES:
-        raise ValueError(f"unknown development study {name!r}; expected one of {', '.join(STUDIES)}")
-    changes = {"seeds": (0, 1, 2, 3, 4), "probe_seeds": (0, 1, 2), "n_test": 200} | STUDIES[name][0]
+    says otherwise, linear probes on the first three, 200 test volumes; a puzzle study: three seeds)."""
+    if name not in STUDIES and name not in PUZZLE_STUDIES:
+        raise ValueError(f"unknown development study {name!r}; expected one of {', '.join([*STUDIES, *PUZZLE_STUDIES])}")
+    changes = {"seeds": (0, 1, 2, 3, 4), "probe_seeds": (0, 1, 2), "n_test": 200}
+    if name in PUZZLE_STUDIES:
+        changes |= {"widths": WIDE, "seeds": (0, 1, 2)} | PUZZLE_STUDIES[name]
+    else:
+        changes |= STUDIES[name][0]
     return settings("demo", data_seed=DEVELOPMENT_DATA_SEED, **changes)
 
 
 def study_jobs(name: str) -> list[Job]:
-    """The study's pretrainings (every proxy task it fine-tunes or probes), fine-tunings and probes."""
+    """The study's pretrainings (every proxy task it fine-tunes or probes; a puzzle study: the full
+    puzzle only), fine-tunings and probes."""
     config = study_settings(name)
+    if name in PUZZLE_STUDIES:
+        return [job("pretrain", s, stage="pretrain", task="segmentation", method="rubik") for s in config.seeds]
     _, inits, probes = STUDIES[name]
     labels = config.label_counts[0]
     proxy_tasks = [i for i in dict.fromkeys((*inits, *probes)) if i in PRETRAINING]
@@ -217,8 +233,28 @@ def probe_control_table(frame: pd.DataFrame | None = None, metric: str = PRIMARY
     return pd.DataFrame(rows).set_index("study")
 
 
+def puzzle_weights_table(frame: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The puzzle studies: per study, the intensity ramp and the rearrangement term's weight (alpha of
+    Eq. 4; the rotation term's beta is 1), and the held-out arrangement and rotation accuracy (%) of
+    each seed's full-puzzle pretraining, with the rotation's mean."""
+    frame = development_frame() if frame is None else frame
+    rows = []
+    for name in PUZZLE_STUDIES:
+        runs = frame[(frame["study"] == name) & (frame["experiment"] == "pretrain")].sort_values("seed")
+        if runs.empty:
+            raise FileNotFoundError(f"no records of the puzzle study {name!r}")
+        rows.append({
+            "study": name, "intensity ramp": f"±{runs['params.intensity_ramp'].iloc[0]:g}",
+            "rearrangement weight α": f"{runs['params.permutation_weight'].iloc[0]:g}",
+            "arrangement % per seed": ", ".join(f"{100 * v:.0f}" for v in runs["metrics.val_permutation_accuracy"]),
+            "rotation % per seed": ", ".join(f"{100 * v:.0f}" for v in runs["metrics.val_rotation_accuracy"]),
+            "rotation % mean": round(100 * runs["metrics.val_rotation_accuracy"].mean(), 1),
+        })
+    return pd.DataFrame(rows).set_index("study")
+
+
 def main(argv: list[str] | None = None) -> None:
-    study_cli(__doc__.splitlines()[0], STUDIES, run_study, argv)
+    study_cli(__doc__.splitlines()[0], [*STUDIES, *PUZZLE_STUDIES], run_study, argv)
 
 
 if __name__ == "__main__":

@@ -146,6 +146,17 @@ def puzzle_losses(model: SiameseOctad, proxy: Mapping[str, torch.Tensor], task: 
     )
 
 
+def intensity_ramp(volumes: torch.Tensor, strength: float) -> torch.Tensor:
+    """``volumes`` (N, C, S, S, S) scaled by ``1 + strength (h + w) / 2``, with ``h`` and ``w`` running
+    from -1 to 1 along the second and third spatial axes. A 180-degree turn about either rotation axis
+    reverses this ramp inside a cube in its own way, so the turns can be read from the cube's content
+    whatever the anatomy (a development probe of the puzzle: 0, the identity, in every profile)."""
+    if strength == 0:
+        return volumes
+    t = torch.linspace(-1, 1, volumes.shape[-1], device=volumes.device, dtype=volumes.dtype)
+    return volumes * (1 + strength * (t.reshape(-1, 1) + t.reshape(1, -1)) / 2)
+
+
 def fixed_proxy_batch(volumes: torch.Tensor, permutations: torch.Tensor, task: ProxyTask, config: Settings, seed: int = 0):
     """A proxy batch drawn once with a fixed generator: the same held-out puzzles every epoch."""
     generator = torch.Generator(device=volumes.device).manual_seed(seed)
@@ -175,10 +186,12 @@ def pretrain(config: Settings, data: TaskData, job: Job, run: RunContext) -> Run
     steps = config.pretrain_epochs * (len(data.unlabeled) // config.pretrain_batch_size)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.pretrain_lr, total_steps=steps, pct_start=0.1)
     held_out = volumes_of(Subset(data.val, range(min(config.proxy_val_volumes, len(data.val)))))
-    puzzles = fixed_proxy_batch(held_out.to(run.device), model.permutations.to(run.device), task, config)
+    held_out_volumes = intensity_ramp(held_out.to(run.device), config.intensity_ramp)
+    puzzles = fixed_proxy_batch(held_out_volumes, model.permutations.to(run.device), task, config)
 
     def loss_fn(m: SiameseOctad, batch) -> dict[str, torch.Tensor]:
-        return puzzle_losses(m, puzzle(batch[0], m.permutations, task, config), task, config)
+        volumes = intensity_ramp(batch[0], config.intensity_ramp)
+        return puzzle_losses(m, puzzle(volumes, m.permutations, task, config), task, config)
 
     fit = engine.fit(
         model, data.unlabeled, run=run, loss_fn=loss_fn, optimizer=optimizer, epochs=config.pretrain_epochs,
