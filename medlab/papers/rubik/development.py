@@ -48,7 +48,8 @@ PUZZLE_STUDIES: dict[str, dict[str, Any]] = {
     "ramp_rotation_term": {"intensity_ramp": 0.9, "permutation_weight": 0.0},
     "ramp_alpha01": {"intensity_ramp": 0.9, "permutation_weight": 0.1},
 }
-CONTROL_STUDIES = ("control", *PUZZLE_STUDIES)  # reported apart (their runs repeat other studies' cells or have none)
+# reported by their own tables, not the development table (their runs repeat its cells, or have none)
+REPORTED_APART = ("control", *PUZZLE_STUDIES)
 
 
 def study_settings(name: str) -> Settings:
@@ -125,7 +126,7 @@ def development_cells(frame: pd.DataFrame | None = None, metric: str = PRIMARY) 
     epochs), the scratch cell, then each pretrained cell with its paired difference (``diff``, a
     :class:`medlab.report.Paired`), its puzzle accuracy and its probe beside the random encoder's."""
     frame = development_frame() if frame is None else frame
-    frame = frame[~frame["study"].isin(CONTROL_STUDIES)]
+    frame = frame[~frame["study"].isin(REPORTED_APART)]
     finetuned = frame[frame["experiment"] == "label_efficiency"]
     pretrain = frame[frame["experiment"] == "pretrain"]
     schedule = ["network", "params.labels", "params.finetune_epochs"]

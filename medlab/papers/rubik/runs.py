@@ -424,12 +424,12 @@ def identity(config: Settings, item: Job, data_dir: str | Path | None = None) ->
     if item.stage == "pretrain":
         return run_identity(config, stage="pretrain", task=item.task, method=item.method, data_dir=source)
     params = run_identity(config, stage=item.stage, task=item.task, init=item.init, labels=item.labels, data_dir=source)
-    source = upstream_job(item)
-    if source is not None:
+    upstream = upstream_job(item)
+    if upstream is not None:
         from medlab import dependencies
 
         key = "pretraining" if item.init in PRETRAINING else SUPERVISED
-        params[key] = fingerprint(identity(config, source, data_dir), dependencies.code_fingerprint(SLUG))  # as run_once makes it
+        params[key] = fingerprint(identity(config, upstream, data_dir), dependencies.code_fingerprint(SLUG))  # as run_once makes it
     return params
 
 
