@@ -1,13 +1,16 @@
-"""Chapter 2's development studies: how far the pretext task gets, and what holds it back, made on
-the development data seed (7, never the book's 2020): MoCo (C2L without mixup) at the demo's settings
-with a few changes (epochs, views, rate, queue, temperature, batch, momentum, width), one seed each;
-and the demo's whole grid (MoCo and C2L, fine-tuned and probed, three seeds) with longer pretraining at
-a smaller rate; and the linear probe's positive control (the probe of a backbone fine-tuned from
-scratch, beside a random backbone's, three seeds).
+"""Chapter 2's development studies: how far the pretext task gets, what holds it back, and what the
+demo's pretraining is chosen from, made on the development data seed (7, never the book's 2020).
 
-Their records ship with the package (``medlab/resources/development/c2l/<study>/``); the longer ones
-were made on one GPU (mixed precision), the 10- and 20-epoch ones on a 2-core CPU (each record names
-its device). To make one again, on any device::
+Every study changes a few settings of the demo's earlier pretraining (:data:`EARLIER_PRETRAINING`: 4
+epochs at rate 0.06 with the official code's views): MoCo (C2L without mixup) with other epochs,
+views, rate, queue, temperature, batch, momentum or width, one seed each; the demo's whole grid (MoCo
+and C2L, fine-tuned and probed, three or more seeds) with longer pretraining at a smaller rate, with
+milder views or flips only (the latter is what the demo now runs); and the linear probe's positive
+control (the probe of a backbone fine-tuned from scratch, beside a random backbone's, three seeds).
+
+Their records ship with the package (``medlab/resources/development/c2l/<study>/``); the 30-, 50- and
+100-epoch one-pretraining studies and ``grid50`` were made on one GPU (mixed precision), the others on
+a 2-core CPU (each record names its device). To make one again, on any device::
 
     python -m medlab.papers.c2l.development mocomild100 --root /tmp/c2l-development
 """
@@ -29,19 +32,23 @@ from .config import SLUG, Settings, settings
 from .report import INIT_LABELS
 from .runs import PRETEXT_EVAL_IMAGES, SUPERVISED, grid, pretrain_job
 
+OFFICIAL_VIEWS = {"crop_scale": 0.2, "rotation": 10.0, "jitter": 0.4, "cutout_holes": 3}  # the official code's
 MILD_VIEWS = {"crop_scale": 0.6, "rotation": 5.0, "jitter": 0.2, "cutout_holes": 0}  # crops of 60-100%, +-5 degrees, no Cutout
 NO_VIEWS = {"crop_scale": 1.0, "rotation": 0.0, "jitter": 0.0, "cutout_holes": 0}  # the whole image, flipped or not
 SCALED_RATE = {"pretrain_lr": 0.015}  # the paper's 0.03 at batch 128, scaled linearly to batch 64
+# the demo's pretraining before the flips-only views were chosen (studies flips20, flips40, flips30x7):
+# every study below is a change from it, so that its records keep meaning what they measured
+EARLIER_PRETRAINING = {"pretrain_epochs": 4, "pretrain_lr": 0.06, **OFFICIAL_VIEWS}
 GRID = "grid"  # a study that runs the demo's whole grid rather than one pretraining
 CONTROL = "control"  # a study of the linear probe's positive control (no pretraining)
-# study: (pretraining method, GRID or CONTROL, and the settings changed from the demo's)
+# study: (pretraining method, GRID or CONTROL, and the settings changed from EARLIER_PRETRAINING)
 STUDIES: dict[str, tuple[str, dict[str, Any]]] = {
     "moco30": ("moco", {"pretrain_epochs": 30}),
     "moco100": ("moco", {"pretrain_epochs": 100}),
     "mocoq256": ("moco", {"pretrain_epochs": 100, "queue_size": 256}),
     "mocomild30": ("moco", {"pretrain_epochs": 30, **MILD_VIEWS}),
     "mocomild100": ("moco", {"pretrain_epochs": 100, **MILD_VIEWS}),
-    # a quarter of the demo's rate (the paper's 0.03 at batch 128, scaled linearly to batch 64 is 0.015)
+    # a quarter of the earlier demo's rate (the paper's 0.03 at batch 128, scaled linearly to batch 64 is 0.015)
     "grid50": (GRID, {"pretrain_epochs": 50, **SCALED_RATE, **MILD_VIEWS}),
     # what tells two synthetic patients apart: each part of the mild views alone, 10 epochs
     "views10flip": ("moco", {"pretrain_epochs": 10, **SCALED_RATE, **NO_VIEWS}),
@@ -54,26 +61,35 @@ STUDIES: dict[str, tuple[str, dict[str, Any]]] = {
     "mild20b32": ("moco", {"pretrain_epochs": 20, **SCALED_RATE, **MILD_VIEWS, "pretrain_batch_size": 32}),
     "mild20m09": ("moco", {"pretrain_epochs": 20, **SCALED_RATE, **MILD_VIEWS, "momentum": 0.9}),
     "mild20w32": ("moco", {"pretrain_epochs": 20, **SCALED_RATE, **MILD_VIEWS, "width": 32}),
-    # can the linear probe read a backbone that certainly holds the findings? (the demo's settings)
+    # can the linear probe read a backbone that certainly holds the findings? (the demo's fine-tuning and probe)
     "control": (CONTROL, {}),
+    # the demo's grid with flips only (what tells the synthetic patients apart survives), longer, at the
+    # scaled rate: what the demo's pretraining is chosen from (30 epochs, CHOSEN_STUDY)
+    "flips20": (GRID, {"pretrain_epochs": 20, **SCALED_RATE, **NO_VIEWS}),
+    "flips40": (GRID, {"pretrain_epochs": 40, **SCALED_RATE, **NO_VIEWS}),
+    "flips30x7": (GRID, {"pretrain_epochs": 30, **SCALED_RATE, **NO_VIEWS}),
 }
+GRID_SEEDS = {"flips30x7": tuple(range(7))}  # the whole-grid studies not on seeds 0, 1, 2
+CHOSEN_STUDY = "flips30x7"  # the demo pretrains with its settings
 GRID_STUDIES = tuple(n for n, (method, _) in STUDIES.items() if method == GRID)
 PRETRAINING_STUDIES = tuple(n for n, (method, _) in STUDIES.items() if method not in (GRID, CONTROL))
 # the one-pretraining studies, in the groups the chapter shows them in
 LONGER_STUDIES = ("moco30", "moco100", "mocoq256", "mocomild30", "mocomild100")
 VIEW_STUDIES = ("views10flip", "views10crop", "views10jitter", "views10mild")
 OPTIMISER_STUDIES = ("mild20", "mild20t02", "mild20b32", "mild20m09", "mild20w32")
+FLIPS_STUDIES = ("flips20", "flips40", "flips30x7")
 PRETEXT_LEARNED = 0.5  # the evidence standard's gate on the held-out pretext accuracy
 
 
 def study_settings(name: str) -> Settings:
-    """The demo's settings on the development data seed with the study's changes (three seeds for a
-    whole-grid study, one for a pretraining)."""
+    """The demo's settings with its earlier pretraining (:data:`EARLIER_PRETRAINING`) on the
+    development data seed, with the study's changes (three seeds for a whole-grid or control study,
+    or those of :data:`GRID_SEEDS`; one for a pretraining)."""
     if name not in STUDIES:
         raise ValueError(f"unknown development study {name!r}; expected one of {', '.join(STUDIES)}")
     method, changes = STUDIES[name]
-    seeds = (0, 1, 2) if method in (GRID, CONTROL) else (0,)
-    return settings("demo", data_seed=DEVELOPMENT_DATA_SEED, seeds=seeds, **changes)
+    seeds = GRID_SEEDS.get(name, (0, 1, 2)) if method in (GRID, CONTROL) else (0,)
+    return settings("demo", data_seed=DEVELOPMENT_DATA_SEED, seeds=seeds, **{**EARLIER_PRETRAINING, **changes})
 
 
 def study_jobs(name: str) -> list[Job]:
@@ -109,6 +125,7 @@ def _pretraining_studies(frame: pd.DataFrame, studies: Sequence[str] | None = No
 
 _VIEW_KEYS = tuple(MILD_VIEWS)
 _NAMED_VIEWS = {  # (crop_scale, rotation, jitter, cutout_holes) -> words
+    tuple(OFFICIAL_VIEWS.values()): "the official views",
     tuple(MILD_VIEWS.values()): "mild views",
     tuple(NO_VIEWS.values()): "flips only",
     tuple((NO_VIEWS | {"crop_scale": MILD_VIEWS["crop_scale"]}).values()): "mild crops only",
@@ -122,14 +139,12 @@ _OTHER_SETTINGS = {
 
 
 def _describe(row: pd.Series) -> str:
-    """The study's views in words, then every other pretraining setting it changed from the demo's."""
-    demo = settings("demo")
+    """The study's views in words, then every other pretraining setting it changed from the demo's
+    earlier pretraining (:data:`EARLIER_PRETRAINING`)."""
+    earlier = settings("demo", **EARLIER_PRETRAINING)
     views = tuple(row[f"params.{k}"] for k in _VIEW_KEYS)
-    if views == tuple(getattr(demo, k) for k in _VIEW_KEYS):
-        words = ["the demo's views"]
-    else:
-        words = [_NAMED_VIEWS.get(views, "views " + ", ".join(f"{k} {v:g}" for k, v in zip(_VIEW_KEYS, views)))]
-    words += [fmt.format(row[f"params.{k}"]) for k, fmt in _OTHER_SETTINGS.items() if row[f"params.{k}"] != getattr(demo, k)]
+    words = [_NAMED_VIEWS.get(views, "views " + ", ".join(f"{k} {v:g}" for k, v in zip(_VIEW_KEYS, views)))]
+    words += [fmt.format(row[f"params.{k}"]) for k, fmt in _OTHER_SETTINGS.items() if row[f"params.{k}"] != getattr(earlier, k)]
     return ", ".join(words)
 
 
@@ -232,6 +247,38 @@ def grid_study_pretraining(
             entry["minutes per pretraining here"] = epochs * pool / images_per_s[method] / 60
         rows.append(entry)
     return pd.DataFrame(rows).set_index("pretraining").round(1)
+
+
+def grid_studies_summary(studies: Sequence[str] = FLIPS_STUDIES, root: str | Path | None = None) -> pd.DataFrame:
+    """One row per whole-grid study: its pretraining epochs and seeds, the held-out pretext accuracy of
+    MoCo and C2L, the linear probe of a random, a MoCo and a C2L encoder and the fine-tuned MoCo and
+    C2L (test mean AUROC), all means over seeds in %, and the chapter's main comparison evaluated on
+    the study's records (:data:`medlab.papers.c2l.COMPARISONS`): its difference and interval, verdict
+    and failed gates."""
+    from medlab.report import evaluate_all
+
+    from .report import COMPARISONS
+
+    rows = []
+    for name in studies:
+        frame = grid_study_frame(name, root)
+        pretrain = frame[frame["experiment"] == "pretrain"]
+        downstream = frame[(frame["experiment"] == "label_efficiency") & (frame["params.fraction"] == 1.0)]
+        score = downstream.groupby(["params.protocol", "params.init"])["metrics.mean_auroc"].mean()
+        pretext = pretrain.groupby("params.method")["metrics.heldout_pretext_accuracy"].mean()
+        main = next(v for v in evaluate_all(COMPARISONS, frame) if v["main"])
+        rows.append({
+            "study": name, "epochs": int(pretrain["params.pretrain_epochs"].iloc[0]),
+            "views": _describe(pretrain.iloc[0]).split(",")[0], "seeds": int(pretrain["seed"].nunique()),
+            "pretext MoCo %": 100 * pretext["moco"], "pretext C2L %": 100 * pretext["c2l"],
+            "probe random %": 100 * score["probe", "scratch"], "probe MoCo %": 100 * score["probe", "moco"],
+            "probe C2L %": 100 * score["probe", "c2l"],
+            "fine-tuned MoCo %": 100 * score["finetune", "moco"], "fine-tuned C2L %": 100 * score["finetune", "c2l"],
+            "main: C2L - MoCo, points": f"{100 * main['diff_mean']:+.1f} [{100 * main['ci95'][0]:+.1f}, {100 * main['ci95'][1]:+.1f}]",
+            "verdict": main["verdict"],
+            "gates failed": ", ".join(gate for gate, passed in main["gates"].items() if not passed) or "none",
+        })
+    return pd.DataFrame(rows).set_index("study").round(1)
 
 
 def probe_control_table(name: str = "control", root: str | Path | None = None) -> pd.DataFrame:

@@ -81,12 +81,15 @@ def _spec(name: str, method: str, baseline: str, protocol: str, fraction: float,
     )
 
 
-# Main: the paper's claim, C2L against MoCo (the same contrastive pretraining without mixup), after
-# fine-tuning and as a linear probe, on all the labels (the paper's headline setting). Then each
-# pretraining against a randomly initialised network, fine-tuned on all the labels.
+# Main: the paper's claim, C2L against MoCo (the same contrastive pretraining without mixup), fine-tuned
+# on all the labels (the paper's one known result is a fine-tuned AUROC). The linear probe is the
+# pretraining gate of both sides and is compared too, but it is not a main comparison: a linear read-out
+# of the demo's narrow backbone stays far below the baseline gate's AUROC 75 even for a backbone
+# fine-tuned on the findings (development study ``control``: 72). Then each pretraining against a
+# randomly initialised network, fine-tuned on all the labels.
 COMPARISONS: tuple[ComparisonSpec, ...] = (
     _spec("C2L vs MoCo, fine-tuned, all labels", "c2l", "moco", "finetune", 1.0, main=True),
-    _spec("C2L vs MoCo, linear probe, all labels", "c2l", "moco", "probe", 1.0, main=True),
+    _spec("C2L vs MoCo, linear probe, all labels", "c2l", "moco", "probe", 1.0),
     _spec("C2L vs random initialisation, fine-tuned, all labels", "c2l", "scratch", "finetune", 1.0),
     _spec("MoCo vs random initialisation, fine-tuned, all labels", "moco", "scratch", "finetune", 1.0),
 )
