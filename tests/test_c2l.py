@@ -629,13 +629,17 @@ def test_shipped_development_records_are_the_studies_and_the_table_reads_them(tm
         jobs = development.study_jobs(name)
         # exactly the study's runs: one record per job, each with the study's settings on the development seed
         assert sorted((r["experiment"], r["variant"], r["seed"]) for r in records) == sorted((j.experiment, j.variant, j.seed) for j in jobs)
+        # each changed setting is in the records of the stage it belongs to, with the study's value
+        pretraining = {k: v for k, v in changes.items() if k != "finetune_epochs"}
         for record in records:
             assert record["params"]["data_seed"] == development.DEVELOPMENT_DATA_SEED
             if record["experiment"] == "pretrain":
                 assert method in (development.GRID, record["params"]["method"])
-                for key, value in changes.items():
+                for key, value in pretraining.items():
                     assert record["params"][key] == pytest.approx(value), (name, key)
                 assert len(record["history"]) == config.pretrain_epochs
+            elif record["params"].get("protocol") == "finetune":
+                assert record["params"]["finetune_epochs"] == config.finetune_epochs == len(record["history"]), name
     table = development.development_table(images_per_s=1536.0)
     mild = table.loc["mocomild100"]
     assert mild["epochs"] == 100 and mild["pretraining"] == "moco, mild views"
@@ -696,12 +700,12 @@ def test_the_probe_control_study_pairs_the_fine_tuned_backbones_probe_with_a_ran
 
 def test_the_demo_pretrains_with_the_settings_of_the_development_study_it_was_chosen_from():
     from medlab.papers.c2l import development
-    from medlab.papers.c2l.config import PRETRAIN
+    from medlab.papers.c2l.config import DOWNSTREAM, PRETRAIN
 
     demo, chosen = c2l.settings("demo"), development.study_settings(development.CHOSEN_STUDY)
-    pretraining = [f.name for f in dataclasses.fields(demo) if set(f.metadata.get("stages") or ()) == set(PRETRAIN)]
-    assert {"pretrain_epochs", "pretrain_lr", "crop_scale", "jitter"} <= set(pretraining)
-    assert {name: getattr(demo, name) for name in pretraining} == {name: getattr(chosen, name) for name in pretraining}
+    staged = [f.name for f in dataclasses.fields(demo) if set(f.metadata.get("stages") or ()) & {*PRETRAIN, *DOWNSTREAM}]
+    assert {"pretrain_epochs", "pretrain_lr", "crop_scale", "jitter", "finetune_epochs", "probe_lr"} <= set(staged)
+    assert {name: getattr(demo, name) for name in staged} == {name: getattr(chosen, name) for name in staged}
     assert demo.data_seed != chosen.data_seed == development.DEVELOPMENT_DATA_SEED
     # the paper profile keeps the official views
     paper = c2l.settings("paper")
@@ -714,7 +718,8 @@ def test_the_flips_studies_summary_reads_the_records_and_the_main_comparison():
 
     table = development.grid_studies_summary()
     assert list(table.index) == list(development.FLIPS_STUDIES)
-    assert list(table["seeds"]) == [3, 3, 7] and list(table["epochs"]) == [20, 40, 30]
+    assert list(table["seeds"]) == [3, 3, 7, 7, 7] and list(table["epochs"]) == [20, 40, 30, 30, 30]
+    assert list(table["fine-tuning epochs"]) == [12, 12, 12, 20, 24]
     assert (table["views"] == "flips only").all()
     # each row's verdict is the main comparison's on that study's records, whatever they hold
     for name, row in table.iterrows():

@@ -1,12 +1,14 @@
 """Chapter 2's development studies: how far the pretext task gets, what holds it back, and what the
-demo's pretraining is chosen from, made on the development data seed (7, never the book's 2020).
+demo's pretraining and fine-tuning are chosen from, made on the development data seed (7, never the
+book's 2020).
 
-Every study changes a few settings of the demo's earlier pretraining (:data:`EARLIER_PRETRAINING`: 4
-epochs at rate 0.06 with the official code's views): MoCo (C2L without mixup) with other epochs,
-views, rate, queue, temperature, batch, momentum or width, one seed each; the demo's whole grid (MoCo
-and C2L, fine-tuned and probed, three or more seeds) with longer pretraining at a smaller rate, with
-milder views or flips only (the latter is what the demo now runs); and the linear probe's positive
-control (the probe of a backbone fine-tuned from scratch, beside a random backbone's, three seeds).
+Every study changes a few of the demo's earlier settings (:data:`EARLIER_DEMO`: 4 pretraining epochs
+at rate 0.06 with the official code's views, 12 fine-tuning epochs): MoCo (C2L without mixup) with
+other epochs, views, rate, queue, temperature, batch, momentum or width, one seed each; the demo's
+whole grid (MoCo and C2L, fine-tuned and probed, three or seven seeds) with longer pretraining at a
+smaller rate, with milder views or flips only, and longer fine-tuning (``flips30ft20`` is what the
+demo now runs); and the linear probe's positive control (the probe of a backbone fine-tuned from
+scratch, beside a random backbone's, three seeds).
 
 Their records ship with the package (``medlab/resources/development/c2l/<study>/``); the 30-, 50- and
 100-epoch one-pretraining studies and ``grid50`` were made on one GPU (mixed precision), the others on
@@ -36,12 +38,12 @@ OFFICIAL_VIEWS = {"crop_scale": 0.2, "rotation": 10.0, "jitter": 0.4, "cutout_ho
 MILD_VIEWS = {"crop_scale": 0.6, "rotation": 5.0, "jitter": 0.2, "cutout_holes": 0}  # crops of 60-100%, +-5 degrees, no Cutout
 NO_VIEWS = {"crop_scale": 1.0, "rotation": 0.0, "jitter": 0.0, "cutout_holes": 0}  # the whole image, flipped or not
 SCALED_RATE = {"pretrain_lr": 0.015}  # the paper's 0.03 at batch 128, scaled linearly to batch 64
-# the demo's pretraining before the flips-only views were chosen (studies flips20, flips40, flips30x7):
-# every study below is a change from it, so that its records keep meaning what they measured
-EARLIER_PRETRAINING = {"pretrain_epochs": 4, "pretrain_lr": 0.06, **OFFICIAL_VIEWS}
+# the demo's pretraining and fine-tuning length before the flips* studies chose the present ones:
+# every study below is a change from them, so that its records keep meaning what they measured
+EARLIER_DEMO = {"pretrain_epochs": 4, "pretrain_lr": 0.06, **OFFICIAL_VIEWS, "finetune_epochs": 12}
 GRID = "grid"  # a study that runs the demo's whole grid rather than one pretraining
 CONTROL = "control"  # a study of the linear probe's positive control (no pretraining)
-# study: (pretraining method, GRID or CONTROL, and the settings changed from EARLIER_PRETRAINING)
+# study: (pretraining method, GRID or CONTROL, and the settings changed from EARLIER_DEMO)
 STUDIES: dict[str, tuple[str, dict[str, Any]]] = {
     "moco30": ("moco", {"pretrain_epochs": 30}),
     "moco100": ("moco", {"pretrain_epochs": 100}),
@@ -68,28 +70,31 @@ STUDIES: dict[str, tuple[str, dict[str, Any]]] = {
     "flips20": (GRID, {"pretrain_epochs": 20, **SCALED_RATE, **NO_VIEWS}),
     "flips40": (GRID, {"pretrain_epochs": 40, **SCALED_RATE, **NO_VIEWS}),
     "flips30x7": (GRID, {"pretrain_epochs": 30, **SCALED_RATE, **NO_VIEWS}),
+    # the same pretrainings, fine-tuned for longer: at 12 epochs the validation AUROC was still rising
+    "flips30ft20": (GRID, {"pretrain_epochs": 30, **SCALED_RATE, **NO_VIEWS, "finetune_epochs": 20}),
+    "flips30ft24": (GRID, {"pretrain_epochs": 30, **SCALED_RATE, **NO_VIEWS, "finetune_epochs": 24}),
 }
-GRID_SEEDS = {"flips30x7": tuple(range(7))}  # the whole-grid studies not on seeds 0, 1, 2
-CHOSEN_STUDY = "flips30x7"  # the demo pretrains with its settings
+GRID_SEEDS = {name: tuple(range(7)) for name in ("flips30x7", "flips30ft20", "flips30ft24")}  # not seeds 0, 1, 2
+CHOSEN_STUDY = "flips30ft20"  # the demo pretrains and fine-tunes with its settings
 GRID_STUDIES = tuple(n for n, (method, _) in STUDIES.items() if method == GRID)
 PRETRAINING_STUDIES = tuple(n for n, (method, _) in STUDIES.items() if method not in (GRID, CONTROL))
 # the one-pretraining studies, in the groups the chapter shows them in
 LONGER_STUDIES = ("moco30", "moco100", "mocoq256", "mocomild30", "mocomild100")
 VIEW_STUDIES = ("views10flip", "views10crop", "views10jitter", "views10mild")
 OPTIMISER_STUDIES = ("mild20", "mild20t02", "mild20b32", "mild20m09", "mild20w32")
-FLIPS_STUDIES = ("flips20", "flips40", "flips30x7")
+FLIPS_STUDIES = ("flips20", "flips40", "flips30x7", "flips30ft20", "flips30ft24")
 PRETEXT_LEARNED = 0.5  # the evidence standard's gate on the held-out pretext accuracy
 
 
 def study_settings(name: str) -> Settings:
-    """The demo's settings with its earlier pretraining (:data:`EARLIER_PRETRAINING`) on the
+    """The demo's settings with its earlier pretraining and fine-tuning (:data:`EARLIER_DEMO`) on the
     development data seed, with the study's changes (three seeds for a whole-grid or control study,
     or those of :data:`GRID_SEEDS`; one for a pretraining)."""
     if name not in STUDIES:
         raise ValueError(f"unknown development study {name!r}; expected one of {', '.join(STUDIES)}")
     method, changes = STUDIES[name]
     seeds = GRID_SEEDS.get(name, (0, 1, 2)) if method in (GRID, CONTROL) else (0,)
-    return settings("demo", data_seed=DEVELOPMENT_DATA_SEED, seeds=seeds, **{**EARLIER_PRETRAINING, **changes})
+    return settings("demo", data_seed=DEVELOPMENT_DATA_SEED, seeds=seeds, **{**EARLIER_DEMO, **changes})
 
 
 def study_jobs(name: str) -> list[Job]:
@@ -140,8 +145,8 @@ _OTHER_SETTINGS = {
 
 def _describe(row: pd.Series) -> str:
     """The study's views in words, then every other pretraining setting it changed from the demo's
-    earlier pretraining (:data:`EARLIER_PRETRAINING`)."""
-    earlier = settings("demo", **EARLIER_PRETRAINING)
+    earlier settings (:data:`EARLIER_DEMO`)."""
+    earlier = settings("demo", **EARLIER_DEMO)
     views = tuple(row[f"params.{k}"] for k in _VIEW_KEYS)
     words = [_NAMED_VIEWS.get(views, "views " + ", ".join(f"{k} {v:g}" for k, v in zip(_VIEW_KEYS, views)))]
     words += [fmt.format(row[f"params.{k}"]) for k, fmt in _OTHER_SETTINGS.items() if row[f"params.{k}"] != getattr(earlier, k)]
@@ -250,11 +255,11 @@ def grid_study_pretraining(
 
 
 def grid_studies_summary(studies: Sequence[str] = FLIPS_STUDIES, root: str | Path | None = None) -> pd.DataFrame:
-    """One row per whole-grid study: its pretraining epochs and seeds, the held-out pretext accuracy of
-    MoCo and C2L, the linear probe of a random, a MoCo and a C2L encoder and the fine-tuned MoCo and
-    C2L (test mean AUROC), all means over seeds in %, and the chapter's main comparison evaluated on
-    the study's records (:data:`medlab.papers.c2l.COMPARISONS`): its difference and interval, verdict
-    and failed gates."""
+    """One row per whole-grid study: its pretraining and fine-tuning epochs, views and seeds; the
+    held-out pretext accuracy of MoCo and C2L, the linear probe of a random, a MoCo and a C2L encoder,
+    and the fine-tuned random initialisation, MoCo and C2L (test mean AUROC), all means over seeds in
+    %; and the chapter's main comparison evaluated on the study's records
+    (:data:`medlab.papers.c2l.COMPARISONS`): its difference and interval, verdict and failed gates."""
     from medlab.report import evaluate_all
 
     from .report import COMPARISONS
@@ -269,10 +274,12 @@ def grid_studies_summary(studies: Sequence[str] = FLIPS_STUDIES, root: str | Pat
         main = next(v for v in evaluate_all(COMPARISONS, frame) if v["main"])
         rows.append({
             "study": name, "epochs": int(pretrain["params.pretrain_epochs"].iloc[0]),
+            "fine-tuning epochs": int(downstream[downstream["params.protocol"] == "finetune"]["params.finetune_epochs"].iloc[0]),
             "views": _describe(pretrain.iloc[0]).split(",")[0], "seeds": int(pretrain["seed"].nunique()),
             "pretext MoCo %": 100 * pretext["moco"], "pretext C2L %": 100 * pretext["c2l"],
             "probe random %": 100 * score["probe", "scratch"], "probe MoCo %": 100 * score["probe", "moco"],
             "probe C2L %": 100 * score["probe", "c2l"],
+            "fine-tuned random %": 100 * score["finetune", "scratch"],
             "fine-tuned MoCo %": 100 * score["finetune", "moco"], "fine-tuned C2L %": 100 * score["finetune", "c2l"],
             "main: C2L - MoCo, points": f"{100 * main['diff_mean']:+.1f} [{100 * main['ci95'][0]:+.1f}, {100 * main['ci95'][1]:+.1f}]",
             "verdict": main["verdict"],
