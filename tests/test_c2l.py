@@ -282,9 +282,18 @@ def test_findings_are_written_from_the_records():
     for seed in range(3):
         rows.append({"experiment": "ablation", "seed": seed, "params.init": "c2l_no_mixed", "params.protocol": "probe",
                      "params.fraction": 1.0, "metrics.mean_auroc": 0.58 - 0.01 * seed})
+        rows.append({"experiment": "pretrain", "seed": seed, "params.method": "c2l_no_mixed",
+                     "metrics.heldout_pretext_accuracy": 0.02, "metrics.pretext_chance": 1 / 256,
+                     "metrics.init_pretext_accuracy": 0.01, "metrics.knn_auroc": 0.6, "metrics.init_knn_auroc": 0.55})
     text = c2l.findings(pd.DataFrame(rows))
+    # an ablation's pretraining has no probe among the label-efficiency runs: its line has no margin
+    assert "- C2L w/o l(q~, k~): pretext accuracy 1.0 ± 0.0 → 2.0 ± 0.0% (chance 0.4%); kNN probe mean AUROC 55.0 ± 0.0 → 60.0 ± 0.0%.\n" in text + "\n"
     assert text.startswith("- (main) **C2L vs MoCo, fine-tuned, all labels**: void")
-    assert "- C2L: pretext accuracy 1.0 ± 0.0 → 1.2 ± 0.0% (chance 0.4%); kNN probe mean AUROC 55.0 ± 0.0 → 60.0 ± 0.0%." in text
+    # the probe gate's margin, paired by seed: the probes differ by exactly -0.5 points on every seed
+    assert (
+        "- C2L: pretext accuracy 1.0 ± 0.0 → 1.2 ± 0.0% (chance 0.4%); kNN probe mean AUROC 55.0 ± 0.0 → 60.0 ± 0.0%; "
+        "linear probe minus the random encoder's -0.5 points (95% interval -0.5 to -0.5, 5 seeds)."
+    ) in text
     assert "C2L w/o l(q~, k~) -2.3 points ± 1.2" in text
 
 

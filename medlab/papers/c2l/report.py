@@ -265,10 +265,13 @@ def ablation_table(frame: pd.DataFrame, config: Settings) -> pd.DataFrame:
 
 def pretraining_findings(frame: pd.DataFrame) -> str:
     """The held-out checks of each pretraining (Markdown): pretext accuracy and kNN probe at the
-    start and the end, mean ± std over seeds."""
+    start and the end, mean ± std over seeds; and the margin of its linear probe on all the labels
+    over the random encoder's (the probe gate), paired by seed, with its 95% t-interval."""
     rows = frame[frame["experiment"] == "pretrain"]
     if rows.empty or "metrics.heldout_pretext_accuracy" not in rows:
         return ""
+    probes = frame[(frame["experiment"] == "label_efficiency") & (frame.get("params.protocol") == "probe")]
+    probes = probes[probes["params.fraction"] == 1.0] if "params.fraction" in probes else probes
     lines = ["**The pretrainings on held-out images** (mean ± std over seeds; start → end of pretraining):"]
     for method, group in rows.groupby("params.method", sort=False):
         def ms(column: str) -> str:
@@ -276,11 +279,20 @@ def pretraining_findings(frame: pd.DataFrame) -> str:
             return f"{values.mean():.1f} ± {values.std(ddof=1) if len(values) > 1 else 0:.1f}"
 
         chance = 100 * group["metrics.pretext_chance"].mean()
-        lines.append(
+        line = (
             f"- {INIT_LABELS.get(method, method)}: pretext accuracy {ms('init_pretext_accuracy')} → "
             f"{ms('heldout_pretext_accuracy')}% (chance {chance:.1f}%); kNN probe mean AUROC "
-            f"{ms('init_knn_auroc')} → {ms('knn_auroc')}%."
+            f"{ms('init_knn_auroc')} → {ms('knn_auroc')}%"
         )
+        inits = set(probes["params.init"]) if not probes.empty else set()
+        margin = paired(probes, "mean_auroc", "params.init", method, "scratch") if {method, "scratch"} <= inits else None
+        if margin is not None and margin.n > 1:
+            lo, hi = (100 * v for v in margin.ci95)
+            line += (
+                f"; linear probe minus the random encoder's {100 * margin.mean:+.1f} points "
+                f"(95% interval {lo:+.1f} to {hi:+.1f}, {margin.n} seeds)"
+            )
+        lines.append(line + ".")
     return "\n".join(lines)
 
 
