@@ -143,12 +143,17 @@ _OTHER_SETTINGS = {
 }
 
 
+def _views(row: pd.Series) -> str:
+    """A pretraining record's views in words (``flips only``), or its view settings."""
+    views = tuple(row[f"params.{k}"] for k in _VIEW_KEYS)
+    return _NAMED_VIEWS.get(views, "views " + ", ".join(f"{k} {v:g}" for k, v in zip(_VIEW_KEYS, views)))
+
+
 def _describe(row: pd.Series) -> str:
     """The study's views in words, then every other pretraining setting it changed from the demo's
     earlier settings (:data:`EARLIER_DEMO`)."""
     earlier = settings("demo", **EARLIER_DEMO)
-    views = tuple(row[f"params.{k}"] for k in _VIEW_KEYS)
-    words = [_NAMED_VIEWS.get(views, "views " + ", ".join(f"{k} {v:g}" for k, v in zip(_VIEW_KEYS, views)))]
+    words = [_views(row)]
     words += [fmt.format(row[f"params.{k}"]) for k, fmt in _OTHER_SETTINGS.items() if row[f"params.{k}"] != getattr(earlier, k)]
     return ", ".join(words)
 
@@ -275,7 +280,7 @@ def grid_studies_summary(studies: Sequence[str] = FLIPS_STUDIES, root: str | Pat
         rows.append({
             "study": name, "epochs": int(pretrain["params.pretrain_epochs"].iloc[0]),
             "fine-tuning epochs": int(downstream[downstream["params.protocol"] == "finetune"]["params.finetune_epochs"].iloc[0]),
-            "views": _describe(pretrain.iloc[0]).split(",")[0], "seeds": int(pretrain["seed"].nunique()),
+            "views": _views(pretrain.iloc[0]), "seeds": int(pretrain["seed"].nunique()),
             "pretext MoCo %": 100 * pretext["moco"], "pretext C2L %": 100 * pretext["c2l"],
             "probe random %": 100 * score["probe", "scratch"], "probe MoCo %": 100 * score["probe", "moco"],
             "probe C2L %": 100 * score["probe", "c2l"],

@@ -270,8 +270,9 @@ def pretraining_findings(frame: pd.DataFrame) -> str:
     rows = frame[frame["experiment"] == "pretrain"]
     if rows.empty or "metrics.heldout_pretext_accuracy" not in rows:
         return ""
-    probes = frame[(frame["experiment"] == "label_efficiency") & (frame.get("params.protocol") == "probe")]
-    probes = probes[probes["params.fraction"] == 1.0] if "params.fraction" in probes else probes
+    downstream = frame[frame["experiment"] == "label_efficiency"]
+    probes = downstream[(downstream["params.protocol"] == "probe") & (downstream["params.fraction"] == 1.0)] if len(downstream) else downstream
+    probed = set(probes["params.init"]) if len(probes) else set()
     lines = ["**The pretrainings on held-out images** (mean ± std over seeds; start → end of pretraining):"]
     for method, group in rows.groupby("params.method", sort=False):
         def ms(column: str) -> str:
@@ -284,8 +285,7 @@ def pretraining_findings(frame: pd.DataFrame) -> str:
             f"{ms('heldout_pretext_accuracy')}% (chance {chance:.1f}%); kNN probe mean AUROC "
             f"{ms('init_knn_auroc')} → {ms('knn_auroc')}%"
         )
-        inits = set(probes["params.init"]) if not probes.empty else set()
-        margin = paired(probes, "mean_auroc", "params.init", method, "scratch") if {method, "scratch"} <= inits else None
+        margin = paired(probes, "mean_auroc", "params.init", method, "scratch") if {method, "scratch"} <= probed else None
         if margin is not None and margin.n > 1:
             lo, hi = (100 * v for v in margin.ci95)
             line += (
