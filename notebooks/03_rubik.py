@@ -417,6 +417,40 @@ rubik.puzzle_weights_table()
 # be read (real BraTS, perhaps) the weights of Eq. (4), which the paper does not give, can decide
 # whether the rotation is learned at all. The paper profile keeps $\alpha = \beta = 1$; the ledger says so.
 #
+# **Does the puzzle need a trained encoder?** A proxy task teaches the encoder only what the encoder
+# must learn to solve it. The control: the same pretrainings with the encoder's weights frozen at their
+# random initialisation, so that only the fully connected heads learn (three seeds each, development
+# data seed, this book's CPU; `freeze_encoder`, off in every profile). The trained rows are the same
+# seeds of the studies above.
+
+# %%
+rubik.frozen_encoder_table()
+
+# %% [markdown]
+# - *Rearrangement alone* is solved almost as well on a random encoder's features as on trained ones:
+#   on these heads the eight cubes can be placed from coarse intensity layout (where the background and
+#   the brain's edge fall in each cube), which random filters already report. The task asks almost
+#   nothing of the encoder, which fits its probe staying below the random encoder's.
+# - *The full puzzle* is where the encoder must learn: with turned cubes the heads alone place few of
+#   them, the trained encoder most. What it learns is a placement that survives a turn, the paper's
+#   "rotational invariant features", yet its probe too stays below a random encoder's: features that
+#   place a turned cube are not features that outline a tumour.
+#
+# **The paper's per-cube normalisation.** The demo keeps one intensity range per volume, so the
+# contrast between cubes stays visible (ledger, *Intensities*). Mapping each cube to $[-1, 1]$, as the
+# paper's preprocessing does, removes that contrast and forces the puzzle onto the cubes' structure. Both
+# proxy tasks again (three seeds, development data seed, this book's CPU, study `cube_norm`), probed
+# as above; the rows with one range per volume are the same seeds of the study `wide`.
+
+# %%
+rubik.cube_normalisation_table()
+
+# %% [markdown]
+# With the cubes normalised, neither proxy task's probe comes above the random encoder's on average
+# either (three probe seeds vary a lot, so the intervals are wide, but none lies above zero): the demo's
+# deviation from the paper's preprocessing is not why the puzzle teaches nothing here. The paper
+# profile normalises each cube, as the paper does; the demo keeps its range per volume.
+#
 # **The network.** The previous demo's U-Net (widths 8-16-32) could find the tumour by the second
 # epoch, lose it at the peak of the one-cycle learning rate, and from then on predict no tumour voxel at
 # all, on its training volumes too (the last block: how often, and how wide that made the interval).
@@ -429,10 +463,11 @@ rubik.puzzle_weights_table()
 # variant's frozen features beat the random encoder's in the linear probe, and fine-tuning from them is
 # never better than from scratch: with 40 labelled volumes every variant's mean is below scratch's
 # (worse by the interval for three of the five), with 8 no difference is detectable. A harder
-# arrangement (K = 100) and longer pretraining change neither. At this scale, on these synthetic heads, the puzzle teaches the encoder
-# nothing that the tumour segmentation uses. The demo's main comparison below therefore measures the
-# paper's claim precisely, and its gates are expected to keep it void: the section reports whether they
-# do.
+# arrangement (K = 100), longer pretraining and the paper's per-cube normalisation change neither, and
+# the arrangement alone can be solved without the encoder learning at all. At this scale, on these
+# synthetic heads, the puzzle teaches the encoder nothing that the tumour segmentation uses. The demo's
+# main comparison below therefore measures the paper's claim precisely, and its gates are expected to
+# keep it void: the section reports whether they do.
 
 # %% [markdown]
 # ## What the runs show
@@ -472,6 +507,28 @@ report.differences_figure(rubik.COMPARISONS, frame, rubik.INIT_LABELS);
 # taught features that are worse for the tumour than random ones: the encoder learned to place cubes
 # (coarse anatomy) and lost the fine intensity contrasts a tumour needs. The paper pretrained for far
 # longer, on real scans, with a larger network; the demo's budget is minutes on a CPU.
+#
+# **What the demo can power, and what the paper's comparison needs.** The evidence standard asks a
+# chapter whose paper-level comparison cannot be made informative in the demo's budget to show how the
+# gap moves and to power the strongest claim it can. The development runs above show how the gap moves:
+# with four times the pretraining, a harder arrangement, eight labelled volumes in place of forty or
+# eight seeds in place of five, no fine-tuned gap is above zero by its interval (three are below it),
+# and with those and per-cube normalisation no probe passes the random encoder's. Every claim of the paper that the demo could power involves the
+# pretrained encoder and so the probe gate; the one step of its argument that needs no probe, "the
+# proxy task trains the encoder", has no baseline that passes its own gate (the frozen-encoder control
+# above: the full puzzle's frozen baseline places few cubes, well under halfway from chance; the
+# arrangement alone is near its ceiling on random features). So no comparison of this chapter passes
+# its gates at this scale, and the main comparison stays the paper's, void, with its reasons. What it
+# needs is real scans; its cost on a GPU, estimated from the development runs' GPU throughput:
+
+# %%
+rubik.paper_budget()
+
+# %% [markdown]
+# That is the paper profile's segmentation grid (`--profile paper -p data_dir ...`, BraTS 2018 at 64
+# voxels, three seeds, 40/100/200 labelled volumes and the ablation): a few GPU hours, which this book's
+# builds do not have, on data they cannot download. Its records appear on the benchmarks page when they
+# exist.
 
 # %% [markdown]
 # ## Performance
@@ -519,7 +576,7 @@ pd.Series(throughput["metrics"]).map(lambda v: f"{v:,.2f}").to_frame(
 # | Rotations | 180° about the horizontal and vertical axes, as two 1×8 multi-label vectors | the same; a cube may get both turns (180° about the third axis); rotation bits drawn independently with p = 1/2 | the description implies independent labels |
 # | Loss weights | $\alpha$, $\beta$ not known to us | $\alpha = \beta = 1$, rotation BCE averaged over the 16 labels | the simplest choice. On the development seed, with the turns made readable by an intensity ramp, $\alpha = \beta = 1$ learned no rotation and $\alpha = 0.1$ reached 73% on one seed of three (*Why the full puzzle's rotation stays at chance, tested*): on real data choose them on a development split, e.g. `-p overrides '{"permutation_weight": 0.1}'` |
 # | Branch network | 3D VGG (classification) / 3D U-Net encoder (segmentation) | one VGG-style encoder for both (two 3x3x3 convolutions per stage; demo widths 16-32-64, paper profile 16-32-64-128); the U-Net's decoder is added at fine-tuning | the two are the same kind of network; one encoder keeps the comparison simple. The demo's earlier 8-16-32 left 3 of 8 development runs from scratch with no tumour found (*Development runs*) |
-# | Intensities | cube intensities normalised to [-1, 1] | volumes normalised to [-1, 1] once (background -1), not per cube | keeps the contrast between cubes, which the position of anatomy shows |
+# | Intensities | cube intensities normalised to [-1, 1] | demo: volumes normalised to [-1, 1] once (background -1), not per cube; paper profile: each cube to [-1, 1] (`normalise_cubes`) | the demo keeps the contrast between cubes, which the position of anatomy shows. On the development data seed, per-cube normalisation left both proxy tasks' probes below the random encoder's (*The paper's per-cube normalisation*) |
 # | Optimiser | not known to us | AdamW with a one-cycle schedule for pretraining and fine-tuning; fine-tuning: cross-entropy (classification), cross-entropy + soft Dice (MONAI, segmentation), left-right flips; epoch chosen on the validation split | common defaults for small 3D networks |
 # | Demo schedule | not known to us | 12 pretraining epochs of 192 volumes; fine-tuning 12 epochs of 64 volumes in batches of 4, epoch chosen by validation whole-tumour Dice | the first full demo run (15 pretraining epochs, batches of 8, ablation on classification) left every network near chance: 64 optimiser steps were too few. Batches of 4 double the steps at the same cost (a development run of scratch segmentation, seed 0, went from 0.09 to 0.36 mean validation Dice); the ablation moved to segmentation, the task that learns in this budget. This version lengthened fine-tuning from 8 to 12 epochs after a development run (data seed 7, validation split, from scratch on 40 volumes) whose validation mean Dice still rose at the last epochs (0.47 at epoch 5, 0.78 and 0.79 at epochs 6 and 7). The same schedule serves every initialisation |
 # | Labelled set sizes | not known to us | demo: 40 labelled volumes, 5 seeds, 200 test volumes (each run sees 64 volumes per epoch); paper profile: 40, 100 and 200, ablation at 100 on both tasks | the evidence standard asks for seeds and a large test set before label counts; 40 is a label count of both profiles, so the declared comparison reads both |

@@ -659,3 +659,71 @@ def test_puzzle_studies_are_full_puzzle_pretrainings_and_their_table_reads_them(
     assert table.loc["ramp_alpha01", "intensity ramp"] == "±0.9" and table.loc["ramp_alpha01", "rearrangement weight α"] == "0.1"
     per_seed = [float(v) for v in table.loc["joint", "rotation % per seed"].split(", ")]
     assert len(per_seed) == 3 and table.loc["joint", "rotation % mean"] == pytest.approx(np.mean(per_seed), abs=0.6)
+
+
+def test_normalise_cubes_maps_each_cube_and_channel_to_its_own_range():
+    cubes = torch.randn(2, 8, 3, 4, 4, 4) * 5 + 2
+    cubes[1, 3, 2] = 7.0  # a constant cube channel
+    out = rubik.normalise_cubes(cubes)
+    flat = out.flatten(3)
+    varying = torch.ones(2, 8, 3, dtype=torch.bool)
+    varying[1, 3, 2] = False
+    assert torch.allclose(flat.amin(3)[varying], torch.tensor(-1.0)) and torch.allclose(flat.amax(3)[varying], torch.tensor(1.0))
+    assert torch.equal(out[1, 3, 2], torch.full((4, 4, 4), -1.0))
+    # an affine change of one cube's intensities leaves its normalised content unchanged
+    shifted = cubes.clone()
+    shifted[0, 0] = shifted[0, 0] * 3 + 1
+    assert torch.allclose(rubik.normalise_cubes(shifted)[0, 0], out[0, 0], atol=1e-5)
+    volumes = torch.randn(2, 1, 16, 16, 16)
+    batch = rubik.make_proxy_batch(volumes, rubik.permutation_set(6), 6, torch.Generator().manual_seed(0), normalise=True)
+    assert batch["cubes"].amin() == -1 and batch["cubes"].amax() == 1
+    assert rubik.settings("paper").normalise_cubes and not rubik.settings("demo").normalise_cubes
+
+
+def test_frozen_encoder_pretraining_trains_the_heads_only(tmp_path, monkeypatch):
+    from medlab import experiment
+
+    monkeypatch.setenv("MEDLAB_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("MEDLAB_RESULTS_DIR", str(tmp_path / "results"))
+    config = rubik.settings(
+        "smoke", volume_size=16, cube_size=4, widths=(2, 4), hidden=8, num_permutations=6, n_unlabeled=8,
+        n_labeled=8, n_val=4, n_test=4, proxy_val_volumes=4, pretrain_batch_size=4, label_counts=(4,),
+        ablation_labels=4, probe_labels=4, tasks=("segmentation",), ablation_tasks=(), freeze_encoder=True,
+    )
+    pretraining = experiment.job("pretrain", 0, stage="pretrain", task="segmentation", method="rubik")
+    (record,) = experiment.run_grid(rubik, config, profile="smoke", device="cpu", jobs=[pretraining], progress=False)
+    folder = results.run_folder(record)
+    torch.manual_seed(0)  # the pretraining's seed: the encoder it started from
+    start = rubik.initial_encoder(config, 4).state_dict()
+    saved = torch.load(folder / rubik.ENCODER_FILE)
+    weights = [k for k in saved if k.endswith("weight") or k.endswith("bias")]
+    assert weights and all(torch.equal(saved[k], start[k]) for k in weights)
+    proxy = torch.load(folder / rubik.PROXY_MODEL_FILE)
+    fresh = rubik.SiameseOctad(rubik.initial_encoder(config, 4), rubik.permutation_set(6), 8).state_dict()
+    assert not torch.equal(proxy["permutation_head.0.weight"], fresh["permutation_head.0.weight"])
+
+
+def test_encoder_control_studies_and_their_tables_read_the_shipped_records():
+    import json
+
+    from medlab.papers.rubik import development
+
+    for name, method in development.FROZEN_STUDIES.items():
+        jobs = development.study_jobs(name)
+        assert {(j.experiment, j.method) for j in jobs} == {("pretrain", method)} and [j.seed for j in jobs] == [0, 1, 2]
+        records = [json.loads(p.read_text()) for p in sorted((development.DEVELOPMENT_ROOT / name).glob("*.json"))]
+        assert sorted(r["seed"] for r in records) == [0, 1, 2] and all(r["params"]["freeze_encoder"] for r in records)
+    table = rubik.frozen_encoder_table()
+    assert table.shape[0] == 4 and set(table.index.get_level_values("proxy task")) == {"Rubik's cube (both)", "rearrangement only"}
+    for task in ("Rubik's cube (both)", "rearrangement only"):
+        rows = table.loc[task]
+        per_seed = [float(v) for v in rows.iloc[1]["arrangement % per seed"].split(", ")]
+        assert len(per_seed) == 3 and float(rows.iloc[1]["arrangement % mean"]) == pytest.approx(np.mean(per_seed), abs=0.6)
+        assert rows.iloc[0]["trained minus frozen, points [95% CI]"] and not rows.iloc[1]["trained minus frozen, points [95% CI]"]
+    cube = rubik.cube_normalisation_table()
+    assert cube.shape[0] == 5 and (cube["seeds"] == 3).all()
+    budget = rubik.paper_budget()
+    stages = budget.drop(index="total")
+    assert budget.loc["total", "GPU hours"] == pytest.approx(stages["GPU hours"].sum(), abs=0.11)
+    paper = rubik.settings("paper")
+    assert stages.loc["pretraining", "volumes per run"] == paper.n_unlabeled * paper.pretrain_epochs

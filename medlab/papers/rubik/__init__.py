@@ -14,6 +14,7 @@ from .method import (
     draw_proxy_labels,
     make_proxy_batch,
     min_hamming_distance,
+    normalise_cubes,
     permutation_set,
     proxy_losses,
     random_layout,
@@ -77,6 +78,9 @@ from .runs import (
     volumes_of,
 )
 from .development import (
+    cube_normalisation_table,
+    frozen_encoder_table,
+    paper_budget,
     development_cells,
     development_findings,
     development_frame,
@@ -96,7 +100,8 @@ __all__ = [
     "encoder_file", "finetune", "finetune_curves_figure", "findings", "grid", "identity", "initial_encoder",
     "label_efficiency_figure", "label_summary", "load_data", "majority_floor", "make_proxy_batch", "measure_pretraining_throughput",
     "method", "min_hamming_distance", "mr_example_figure", "orthogonal_slices", "permutation_set", "pretrain",
-    "probe_control_table", "supervised_job", "upstream_job", "intensity_ramp", "puzzle_weights_table",
+    "probe_control_table", "cube_normalisation_table", "frozen_encoder_table", "paper_budget", "normalise_cubes",
+    "supervised_job", "upstream_job", "intensity_ramp", "puzzle_weights_table",
     "pretraining_job", "proxy_curves_figure", "proxy_losses", "puzzle", "puzzle_figure", "puzzle_losses",
     "random_layout", "rearrangement_loss", "record_throughput", "rotation_loss", "run_job", "scramble",
     "segmentation_scores", "settings", "slot_after_turn", "targets_of", "task_table", "turned_cube_lookalikes",

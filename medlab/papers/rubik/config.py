@@ -75,6 +75,10 @@ class Settings(ChapterSettings):
     # a development probe of the puzzle, 0 in every profile: the pretraining volumes scaled by a fixed
     # ramp, 1 +- intensity_ramp across the second and third axes, which makes every turn of a cube readable
     intensity_ramp: float = training_field(0.0, stages=PRETRAIN)
+    # the paper's preprocessing: every cube mapped to [-1, 1] by its own range (off in the demo: see the ledger)
+    normalise_cubes: bool = training_field(False, stages=PRETRAIN)
+    # a development control, False in every profile: the encoder stays random, only the puzzle's heads train
+    freeze_encoder: bool = training_field(False, stages=PRETRAIN)
     # fine-tuning (the downstream tasks)
     n_labeled: int = training_field(stages=DOWNSTREAM)
     n_val: int = training_field(stages=DOWNSTREAM)
@@ -171,6 +175,7 @@ PROFILES: dict[str, Settings] = {
         finetune_epoch_samples=200,
         hidden=1024,
         proxy_val_volumes=64,
+        normalise_cubes=True,  # as the paper's preprocessing (the demo keeps the volume's range; see the ledger)
         num_workers=4,
     ),
 }

@@ -38,6 +38,8 @@ STUDIES: dict[str, tuple[dict[str, Any], tuple[str, ...], tuple[str, ...]]] = {
     "lab8b": ({"widths": WIDE, "label_counts": (8,), "probe_labels": 8}, ("rotation", "rearrangement"), ("rotation", "rearrangement")),
     # the probe's positive control: can it read an encoder that certainly holds the tumour?
     "control": ({"widths": WIDE, "seeds": (0, 1, 2)}, ("scratch",), ("scratch", SUPERVISED)),
+    # the paper's per-cube intensity normalisation, in place of the demo's one range per volume
+    "cube_norm": ({"widths": WIDE, "seeds": (0, 1, 2), "normalise_cubes": True}, (), ("rubik", "rearrangement")),
 }
 # Why the full puzzle's rotation stays at chance: full-puzzle pretrainings only (three seeds), with the
 # rearrangement term's weight (alpha of Eq. 4) and a ramp that makes every turn readable (intensity_ramp)
@@ -48,18 +50,26 @@ PUZZLE_STUDIES: dict[str, dict[str, Any]] = {
     "ramp_rotation_term": {"intensity_ramp": 0.9, "permutation_weight": 0.0},
     "ramp_alpha01": {"intensity_ramp": 0.9, "permutation_weight": 0.1},
 }
+# Does the puzzle need a trained encoder? Pretrainings only (three seeds) whose encoder stays at its
+# random initialisation while the heads learn (freeze_encoder), for the full puzzle and rearrangement only
+FROZEN_STUDIES: dict[str, str] = {"frozen_joint": "rubik", "frozen_rearrangement": "rearrangement"}
+# their trained counterparts: the same pretrainings with the encoder learning (seeds 0-2 of these studies)
+TRAINED_COUNTERPARTS = {"rubik": "joint", "rearrangement": "wide"}
 # reported by their own tables, not the development table (their runs repeat its cells, or have none)
-REPORTED_APART = ("control", *PUZZLE_STUDIES)
+REPORTED_APART = ("control", "cube_norm", *PUZZLE_STUDIES, *FROZEN_STUDIES)
+ALL_STUDIES = (*STUDIES, *PUZZLE_STUDIES, *FROZEN_STUDIES)
 
 
 def study_settings(name: str) -> Settings:
     """The demo's settings on the development data seed with the study's changes (5 seeds unless it
     says otherwise, linear probes on the first three, 200 test volumes; a puzzle study: three seeds)."""
-    if name not in STUDIES and name not in PUZZLE_STUDIES:
-        raise ValueError(f"unknown development study {name!r}; expected one of {', '.join([*STUDIES, *PUZZLE_STUDIES])}")
+    if name not in ALL_STUDIES:
+        raise ValueError(f"unknown development study {name!r}; expected one of {', '.join(ALL_STUDIES)}")
     changes = {"seeds": (0, 1, 2, 3, 4), "probe_seeds": (0, 1, 2), "n_test": 200}
     if name in PUZZLE_STUDIES:
         changes |= {"widths": WIDE, "seeds": (0, 1, 2)} | PUZZLE_STUDIES[name]
+    elif name in FROZEN_STUDIES:
+        changes |= {"widths": WIDE, "seeds": (0, 1, 2), "freeze_encoder": True}
     else:
         changes |= STUDIES[name][0]
     return settings("demo", data_seed=DEVELOPMENT_DATA_SEED, **changes)
@@ -67,10 +77,11 @@ def study_settings(name: str) -> Settings:
 
 def study_jobs(name: str) -> list[Job]:
     """The study's pretrainings (every proxy task it fine-tunes or probes; a puzzle study: the full
-    puzzle only), fine-tunings and probes."""
+    puzzle only; a frozen-encoder study: its proxy task only), fine-tunings and probes."""
     config = study_settings(name)
-    if name in PUZZLE_STUDIES:
-        return [job("pretrain", s, stage="pretrain", task="segmentation", method="rubik") for s in config.seeds]
+    if name in PUZZLE_STUDIES or name in FROZEN_STUDIES:
+        method = FROZEN_STUDIES.get(name, "rubik")
+        return [job("pretrain", s, stage="pretrain", task="segmentation", method=method) for s in config.seeds]
     _, inits, probes = STUDIES[name]
     labels = config.label_counts[0]
     proxy_tasks = [i for i in dict.fromkeys((*inits, *probes)) if i in PRETRAINING]
@@ -254,8 +265,117 @@ def puzzle_weights_table(frame: pd.DataFrame | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("study")
 
 
+def _device(name: str) -> str:
+    """A record's device name in words: a CUDA device's own name (e.g. NVIDIA H200), or CPU (a record
+    made on a CPU names its architecture, e.g. x86_64)."""
+    return name if name.startswith("NVIDIA") else "CPU"
+
+
+def _per_seed(values: pd.Series) -> str:
+    return ", ".join(f"{100 * v:.0f}" for v in values)
+
+
+def _interval(d: Any) -> str:
+    return f"{100 * d.mean:+.1f} [{100 * d.ci95[0]:+.1f}, {100 * d.ci95[1]:+.1f}]"
+
+
+def frozen_encoder_table(frame: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Does the puzzle need a trained encoder? Per proxy task (the full puzzle; rearrangement only), the
+    held-out arrangement accuracy (%) of each seed's pretraining with the encoder learning and with its
+    weights frozen at their random initialisation (only the fully connected heads learn; batch-norm
+    statistics still follow the cubes), and the paired difference trained - frozen (95% t-interval over
+    seeds). The trained runs are the same seeds of the studies in :data:`TRAINED_COUNTERPARTS`."""
+    frame = development_frame() if frame is None else frame
+    pretrained = frame[frame["experiment"] == "pretrain"]
+    rows = []
+    for study, method in FROZEN_STUDIES.items():
+        frozen = pretrained[(pretrained["study"] == study) & (pretrained["params.method"] == method)].sort_values("seed")
+        if frozen.empty:
+            raise FileNotFoundError(f"no records of the frozen-encoder study {study!r}")
+        trained = pretrained[
+            (pretrained["study"] == TRAINED_COUNTERPARTS[method]) & (pretrained["params.method"] == method)
+            & pretrained["seed"].isin(frozen["seed"])
+        ].sort_values("seed")
+        both = pd.concat([trained.assign(encoder="trained"), frozen.assign(encoder="frozen")])
+        d = paired(both, "val_permutation_accuracy", "encoder", "trained", "frozen")
+        for label, runs in (("trained (the puzzle as the chapter runs it)", trained), ("frozen at its random weights", frozen)):
+            rotation = runs.get("metrics.val_rotation_accuracy")
+            rows.append({
+                "proxy task": INIT_LABELS[method], "encoder": label,
+                "arrangement % per seed": _per_seed(runs["metrics.val_permutation_accuracy"]),
+                "arrangement % mean": _percent(runs["metrics.val_permutation_accuracy"].mean()),
+                "rotation % mean": "" if rotation is None or rotation.isna().all() else _percent(rotation.mean()),
+                "trained minus frozen, points [95% CI]": _interval(d) if runs is trained else "",
+                "device": ", ".join(sorted(runs["device"].dropna().map(_device).unique())),
+            })
+    return pd.DataFrame(rows).set_index(["proxy task", "encoder"])
+
+
+def cube_normalisation_table(frame: pd.DataFrame | None = None, metric: str = PRIMARY) -> pd.DataFrame:
+    """The paper's per-cube intensity normalisation against the demo's one range per volume: per proxy
+    task, the held-out puzzle accuracy and the linear probe (test whole-tumour Dice, %) of the encoders
+    pretrained each way (studies ``wide`` and ``cube_norm``, the same seeds), beside the random
+    encoder's probe, and each probe's paired difference to it (95% t-interval over seeds)."""
+    frame = development_frame() if frame is None else frame
+    probes, pretrained = frame[frame["experiment"] == "probe"], frame[frame["experiment"] == "pretrain"]
+    seeds = probes.loc[probes["study"] == "cube_norm", "seed"].unique()
+    if not len(seeds):
+        raise FileNotFoundError("no records of the study 'cube_norm'")
+    score = f"metrics.{metric}"
+    random_probe = probes[(probes["study"] == "wide") & (probes["params.init"] == "scratch") & probes["seed"].isin(seeds)]
+    rows = [{
+        "proxy task": INIT_LABELS["scratch"], "intensities": "", "puzzle accuracy %": "",
+        "probe Dice %": _percent(random_probe[score].mean()), "minus random encoder, points [95% CI]": "",
+        "seeds": len(random_probe),
+    }]
+    for method in ("rubik", "rearrangement"):
+        for intensities, study in (("one range per volume (the demo)", "wide"), ("each cube to [-1, 1] (the paper)", "cube_norm")):
+            own = probes[(probes["study"] == study) & (probes["params.init"] == method) & probes["seed"].isin(seeds)]
+            d = paired(pd.concat([own, random_probe]), metric, "params.init", method, "scratch")
+            pretraining = pretrained[(pretrained["study"] == study) & (pretrained["params.method"] == method) & pretrained["seed"].isin(seeds)]
+            rows.append({
+                "proxy task": INIT_LABELS[method], "intensities": intensities,
+                "puzzle accuracy %": _puzzle_accuracy(pretraining), "probe Dice %": _percent(own[score].mean()),
+                "minus random encoder, points [95% CI]": _interval(d), "seeds": d.n,
+            })
+    return pd.DataFrame(rows).set_index(["proxy task", "intensities"])
+
+
+def paper_budget(frame: pd.DataFrame | None = None) -> pd.DataFrame:
+    """A rough estimate of the GPU hours of the paper profile's segmentation grid (BraTS at 64 voxels):
+    the median throughput the development runs measured on one GPU at the demo's 32-voxel volumes
+    (pretraining volumes/s, fine-tuning samples/s), divided by the ratio of voxels per volume, times
+    the volumes the paper profile's runs see. It leaves out the paper profile's fourth encoder stage
+    (more cost) and that a GPU is less loaded by small volumes (less cost per voxel at 64)."""
+    frame = development_frame() if frame is None else frame
+    gpu = frame[frame["device"].map(_device) != "CPU"]
+    if gpu.empty:
+        raise FileNotFoundError("no development record was measured on a GPU")
+    paper, demo = settings("paper"), settings("demo")
+    scale = (paper.volume_size / demo.volume_size) ** 3
+    seeds, labels = len(paper.seeds), len(paper.label_counts)
+    proxy_tasks = 1 + 2 * ("segmentation" in paper.ablation_tasks)
+    downstream = seeds * (2 * labels + 2 * ("segmentation" in paper.ablation_tasks) + 2)  # + the probes
+    epoch_samples = max(paper.finetune_epoch_samples, *paper.label_counts)
+    stages = {
+        "pretraining": ("pretrain", seeds * proxy_tasks, paper.n_unlabeled * paper.pretrain_epochs),
+        "fine-tuning and probes": ("label_efficiency", downstream, paper.finetune_epochs * epoch_samples),
+    }
+    rows = []
+    for name, (experiment, runs, volumes) in stages.items():
+        measured = float(gpu.loc[gpu["experiment"] == experiment, "timing.samples_per_s"].median())
+        hours = runs * volumes / (measured / scale) / 3600
+        rows.append({
+            "stage": name, "runs": runs, "volumes per run": volumes,
+            "measured at 32 voxels, volumes/s": round(measured), "estimated at 64 voxels, volumes/s": round(measured / scale),
+            "GPU hours": round(hours, 1),
+        })
+    total = {k: "" for k in rows[0]} | {"runs": sum(r["runs"] for r in rows), "GPU hours": round(sum(r["GPU hours"] for r in rows), 1)}
+    return pd.DataFrame([*rows, total | {"stage": "total"}], dtype=object).set_index("stage")
+
+
 def main(argv: list[str] | None = None) -> None:
-    study_cli(__doc__.splitlines()[0], [*STUDIES, *PUZZLE_STUDIES], run_study, argv)
+    study_cli(__doc__.splitlines()[0], ALL_STUDIES, run_study, argv)
 
 
 if __name__ == "__main__":

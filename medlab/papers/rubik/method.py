@@ -182,6 +182,15 @@ def draw_proxy_labels(
     return classes, rotations
 
 
+def normalise_cubes(cubes: torch.Tensor) -> torch.Tensor:
+    """Each cube's every channel (B, 8, C, c, c, c) mapped to [-1, 1] by its own minimum and maximum:
+    the per-cube intensity normalisation of the paper's preprocessing. A constant cube maps to -1."""
+    flat = cubes.flatten(3)
+    low = flat.amin(3)[..., None, None, None]
+    span = (flat.amax(3) - flat.amin(3))[..., None, None, None]
+    return 2 * (cubes - low) / span.clamp_min(1e-6) - 1
+
+
 def make_proxy_batch(
     volumes: torch.Tensor,
     permutations: torch.Tensor,
@@ -190,16 +199,19 @@ def make_proxy_batch(
     *,
     permute: bool = True,
     rotate: bool = True,
+    normalise: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Cut, rearrange and rotate a batch of volumes on their device: the network's input and labels.
     ``permute=False`` (the rotation-only ablation) or ``rotate=False`` (rearrangement only) leave one
-    transformation out."""
+    transformation out; ``normalise=True`` maps each cube to [-1, 1] (:func:`normalise_cubes`)."""
     batch = volumes.shape[0]
     starts = random_layout(batch, volumes.shape[-1], cube_size, volumes.device, generator)
     classes, rotations = draw_proxy_labels(
         batch, permutations, volumes.device, generator, permute=permute, rotate=rotate
     )
     cubes = scramble(cut_cubes(volumes, starts, cube_size), permutations[classes], rotations)
+    if normalise:
+        cubes = normalise_cubes(cubes)
     return {"cubes": cubes, "classes": classes, "rotations": rotations, "starts": starts}
 
 

@@ -133,7 +133,8 @@ def targets_of(dataset: Dataset) -> torch.Tensor:
 def puzzle(volumes: torch.Tensor, permutations: torch.Tensor, task: ProxyTask, config: Settings, generator=None):
     """:func:`~.method.make_proxy_batch` with the chapter's cube size, for the proxy-task variant ``task``."""
     return make_proxy_batch(
-        volumes, permutations, config.cube_size, generator, permute=task.permute, rotate=task.rotate
+        volumes, permutations, config.cube_size, generator, permute=task.permute, rotate=task.rotate,
+        normalise=config.normalise_cubes,
     )
 
 
@@ -182,7 +183,10 @@ def pretrain(config: Settings, data: TaskData, job: Job, run: RunContext) -> Run
     task = PRETRAINING[job.method]
     runtime.seed_everything(job.seed)
     model = SiameseOctad(VolumeEncoder(data.in_channels, config.widths), permutation_set(config.num_permutations), config.hidden)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.pretrain_lr, weight_decay=config.pretrain_weight_decay)
+    if config.freeze_encoder:  # the control: only the heads learn, on a random encoder's features
+        model.encoder.requires_grad_(False)
+    trained = [q for q in model.parameters() if q.requires_grad]
+    optimizer = torch.optim.AdamW(trained, lr=config.pretrain_lr, weight_decay=config.pretrain_weight_decay)
     steps = config.pretrain_epochs * (len(data.unlabeled) // config.pretrain_batch_size)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.pretrain_lr, total_steps=steps, pct_start=0.1)
     held_out = volumes_of(Subset(data.val, range(min(config.proxy_val_volumes, len(data.val)))))
