@@ -726,4 +726,14 @@ def test_encoder_control_studies_and_their_tables_read_the_shipped_records():
     stages = budget.drop(index="total")
     assert budget.loc["total", "GPU hours"] == pytest.approx(stages["GPU hours"].sum(), abs=0.11)
     paper = rubik.settings("paper")
-    assert stages.loc["pretraining", "volumes per run"] == paper.n_unlabeled * paper.pretrain_epochs
+    assert stages.loc["pretraining", "volumes per run"] == rubik.BRATS_2018_TRAIN_CASES * paper.pretrain_epochs
+
+
+def test_paper_label_counts_fit_the_brats_2018_training_split():
+    from pathlib import Path
+
+    from medlab.data.formats.brats import Case, split_cases
+
+    cases = [Case(f"Brats18_{g}_{i:03d}", Path("."), g) for g, n in (("HGG", 210), ("LGG", 75)) for i in range(n)]
+    train = split_cases(cases, 0.15, 0.15, seed=0)["train"]  # the reader's default fractions
+    assert len(train) == rubik.BRATS_2018_TRAIN_CASES == max(rubik.settings("paper").label_counts)

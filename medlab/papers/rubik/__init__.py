@@ -4,7 +4,7 @@ report (:mod:`.report`) and the development studies behind the demo's design (:m
 re-exported for the notebook and the chapter contract (:mod:`medlab.chapter`)."""
 
 from . import development, method
-from .config import DATASETS, INITS, PRETRAINING, PROFILES, SLUG, TASKS, ProxyTask, Settings, settings
+from .config import BRATS_2018_TRAIN_CASES, DATASETS, INITS, PRETRAINING, PROFILES, SLUG, TASKS, ProxyTask, Settings, settings
 from .method import (
     CUBES,
     ROTATION_AXES,
@@ -91,7 +91,7 @@ from .development import (
 from .throughput import measure_pretraining_throughput, record_throughput
 
 __all__ = [
-    "COMPARED_LABELS", "LinearProbe3d", "PRIMARY", "puzzle_findings",
+    "BRATS_2018_TRAIN_CASES", "COMPARED_LABELS", "LinearProbe3d", "PRIMARY", "puzzle_findings",
     "COMPARISONS", "CUBES", "DATASETS", "ENCODER_FILE", "HEADLINE", "HEADLINE_NAMES", "INITS", "INIT_LABELS",
     "PRETRAINING", "PROFILES", "PROXY_MODEL_FILE", "ProxyTask", "REGIONS", "ROTATION_AXES", "SLUG", "SUPERVISED", "Settings",
     "SiameseOctad", "TABLES", "TASKS", "TASK_METRICS", "TaskData", "ablation_table", "assemble", "check_data",

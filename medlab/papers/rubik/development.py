@@ -20,7 +20,7 @@ from medlab.development import DEVELOPMENT_DATA_SEED, load_studies, study_cli
 from medlab.experiment import Job, job
 from medlab.report import direction, paired
 
-from .config import PRETRAINING, SLUG, Settings, settings
+from .config import BRATS_2018_TRAIN_CASES, PRETRAINING, SLUG, Settings, settings
 from .report import INIT_LABELS, PRIMARY
 from .runs import SUPERVISED
 
@@ -342,11 +342,12 @@ def cube_normalisation_table(frame: pd.DataFrame | None = None, metric: str = PR
 
 
 def paper_budget(frame: pd.DataFrame | None = None) -> pd.DataFrame:
-    """A rough estimate of the GPU hours of the paper profile's segmentation grid (BraTS at 64 voxels):
-    the median throughput the development runs measured on one GPU at the demo's 32-voxel volumes
-    (pretraining volumes/s, fine-tuning samples/s), divided by the ratio of voxels per volume, times
-    the volumes the paper profile's runs see. It leaves out the paper profile's fourth encoder stage
-    (more cost) and that a GPU is less loaded by small volumes (less cost per voxel at 64)."""
+    """A rough estimate of the GPU hours of the paper profile's segmentation grid on BraTS 2018 at 64
+    voxels (its 199 training cases are the pretraining pool): the median throughput the development
+    runs measured on one GPU at the demo's 32-voxel volumes (pretraining volumes/s, fine-tuning
+    samples/s), divided by the ratio of voxels per volume, times the volumes the paper profile's runs
+    see. It leaves out the paper profile's fourth encoder stage (more cost) and that a GPU is less
+    loaded by small volumes (less cost per voxel at 64)."""
     frame = development_frame() if frame is None else frame
     gpu = frame[frame["device"].map(_device) != "CPU"]
     if gpu.empty:
@@ -358,7 +359,7 @@ def paper_budget(frame: pd.DataFrame | None = None) -> pd.DataFrame:
     downstream = seeds * (2 * labels + 2 * ("segmentation" in paper.ablation_tasks) + 2)  # + the probes
     epoch_samples = max(paper.finetune_epoch_samples, *paper.label_counts)
     stages = {
-        "pretraining": ("pretrain", seeds * proxy_tasks, paper.n_unlabeled * paper.pretrain_epochs),
+        "pretraining": ("pretrain", seeds * proxy_tasks, BRATS_2018_TRAIN_CASES * paper.pretrain_epochs),
         "fine-tuning and probes": ("label_efficiency", downstream, paper.finetune_epochs * epoch_samples),
     }
     rows = []
