@@ -406,16 +406,23 @@ def test_fine_tuning_finds_its_encoder_in_the_pretraining_run_folder():
         rubik.pretraining_job(_job(jobs, init="scratch"))
 
 
-def test_pretraining_then_fine_tuning_end_to_end(tmp_path, monkeypatch):
-    from medlab import experiment
-
+def _tiny_segmentation(tmp_path, monkeypatch, **changes):
+    """Smoke settings shrunk to seconds (16-voxel volumes, one segmentation task), runs and records
+    written under ``tmp_path``."""
     monkeypatch.setenv("MEDLAB_RUNS_DIR", str(tmp_path / "runs"))
     monkeypatch.setenv("MEDLAB_RESULTS_DIR", str(tmp_path / "results"))
-    config = rubik.settings(
+    return rubik.settings(
         "smoke", volume_size=16, cube_size=4, widths=(2, 4), hidden=8, num_permutations=6, n_unlabeled=8,
         n_labeled=8, n_val=4, n_test=4, proxy_val_volumes=4, pretrain_batch_size=4, label_counts=(4,),
         ablation_labels=4, probe_labels=4, finetune_epoch_samples=4, tasks=("segmentation",), ablation_tasks=(),
+        **changes,
     )
+
+
+def test_pretraining_then_fine_tuning_end_to_end(tmp_path, monkeypatch):
+    from medlab import experiment
+
+    config = _tiny_segmentation(tmp_path, monkeypatch)
     jobs = rubik.grid(config)
     assert [j.experiment for j in jobs] == ["pretrain", "label_efficiency", "label_efficiency", "probe", "probe"]
     records = experiment.run_grid(rubik, config, profile="smoke", device="cpu", progress=False)
@@ -683,13 +690,7 @@ def test_normalise_cubes_maps_each_cube_and_channel_to_its_own_range():
 def test_frozen_encoder_pretraining_trains_the_heads_only(tmp_path, monkeypatch):
     from medlab import experiment
 
-    monkeypatch.setenv("MEDLAB_RUNS_DIR", str(tmp_path / "runs"))
-    monkeypatch.setenv("MEDLAB_RESULTS_DIR", str(tmp_path / "results"))
-    config = rubik.settings(
-        "smoke", volume_size=16, cube_size=4, widths=(2, 4), hidden=8, num_permutations=6, n_unlabeled=8,
-        n_labeled=8, n_val=4, n_test=4, proxy_val_volumes=4, pretrain_batch_size=4, label_counts=(4,),
-        ablation_labels=4, probe_labels=4, tasks=("segmentation",), ablation_tasks=(), freeze_encoder=True,
-    )
+    config = _tiny_segmentation(tmp_path, monkeypatch, freeze_encoder=True)
     pretraining = experiment.job("pretrain", 0, stage="pretrain", task="segmentation", method="rubik")
     (record,) = experiment.run_grid(rubik, config, profile="smoke", device="cpu", jobs=[pretraining], progress=False)
     folder = results.run_folder(record)
