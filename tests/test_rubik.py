@@ -727,7 +727,11 @@ def test_encoder_control_studies_and_their_tables_read_the_shipped_records():
     stages = budget.drop(index="total")
     assert budget.loc["total", "GPU hours"] == pytest.approx(stages["GPU hours"].sum(), abs=0.11)
     paper = rubik.settings("paper")
-    assert stages.loc["pretraining", "volumes per run"] == rubik.BRATS_2018_TRAIN_CASES * paper.pretrain_epochs
+    pretrainings = stages.loc["pretraining", "runs"]
+    assert stages.loc["pretraining", "volumes seen"] == pretrainings * rubik.BRATS_2018_TRAIN_CASES * paper.pretrain_epochs
+    # every fine-tuning run of the paper profile makes 60 epochs of 199 or 200 volumes
+    downstream = stages.loc["fine-tuning and probes", "runs"]
+    assert downstream * 60 * 199 <= stages.loc["fine-tuning and probes", "volumes seen"] <= downstream * 60 * 200
 
 
 def test_paper_label_counts_fit_the_brats_2018_training_split():

@@ -175,7 +175,9 @@ PROFILES: dict[str, Settings] = {
         finetune_epochs=60,
         finetune_batch_size=4,
         finetune_lr=1e-3,
-        finetune_epoch_samples=200,
+        # a small labelled set is repeated to about 200 volumes per epoch; 199, so that all 199 cases
+        # of BraTS 2018 make one pass per epoch (at 200 they would be repeated twice)
+        finetune_epoch_samples=BRATS_2018_TRAIN_CASES,
         hidden=1024,
         proxy_val_volumes=64,
         normalise_cubes=True,  # as the paper's preprocessing (the demo keeps the volume's range; see the ledger)

@@ -16,13 +16,14 @@ from typing import Any
 import pandas as pd
 
 from medlab import development
+from medlab.data.subsets import RepeatedSubset
 from medlab.development import DEVELOPMENT_DATA_SEED, load_studies, study_cli
 from medlab.experiment import Job, job
 from medlab.report import direction, paired
 
 from .config import BRATS_2018_TRAIN_CASES, PRETRAINING, SLUG, Settings, settings
 from .report import INIT_LABELS, PRIMARY
-from .runs import SUPERVISED
+from .runs import SUPERVISED, grid
 
 DEVELOPMENT_ROOT = development.DEVELOPMENT_ROOT / SLUG  # the shipped records
 WIDE = (16, 32, 64)
@@ -354,22 +355,24 @@ def paper_budget(frame: pd.DataFrame | None = None) -> pd.DataFrame:
         raise FileNotFoundError("no development record was measured on a GPU")
     paper, demo = settings("paper"), settings("demo")
     scale = (paper.volume_size / demo.volume_size) ** 3
-    seeds, labels = len(paper.seeds), len(paper.label_counts)
-    proxy_tasks = 1 + 2 * ("segmentation" in paper.ablation_tasks)
-    downstream = seeds * (2 * labels + 2 * ("segmentation" in paper.ablation_tasks) + 2)  # + the probes
-    epoch_samples = max(paper.finetune_epoch_samples, *paper.label_counts)
-    stages = {
-        "pretraining": ("pretrain", seeds * proxy_tasks, BRATS_2018_TRAIN_CASES * paper.pretrain_epochs),
-        "fine-tuning and probes": ("label_efficiency", downstream, paper.finetune_epochs * epoch_samples),
-    }
+
+    def volumes(item: Job) -> int:  # what one run of the paper profile's grid sees
+        if item.stage == "pretrain":
+            return BRATS_2018_TRAIN_CASES * paper.pretrain_epochs
+        labelled = range(item.labels)
+        return paper.finetune_epochs * len(RepeatedSubset(labelled, labelled, paper.finetune_epoch_samples))
+
+    jobs = [j for j in grid(paper) if j.task == "segmentation"]
+    stages = {"pretraining": ("pretrain", True), "fine-tuning and probes": ("label_efficiency", False)}
     rows = []
-    for name, (experiment, runs, volumes) in stages.items():
+    for name, (experiment, pretraining) in stages.items():
+        runs = [j for j in jobs if (j.stage == "pretrain") == pretraining]
+        seen = sum(volumes(j) for j in runs)
         measured = float(gpu.loc[gpu["experiment"] == experiment, "timing.samples_per_s"].median())
-        hours = runs * volumes / (measured / scale) / 3600
         rows.append({
-            "stage": name, "runs": runs, "volumes per run": volumes,
+            "stage": name, "runs": len(runs), "volumes seen": seen,
             "measured at 32 voxels, volumes/s": round(measured), "estimated at 64 voxels, volumes/s": round(measured / scale),
-            "GPU hours": round(hours, 1),
+            "GPU hours": round(seen / (measured / scale) / 3600, 1),
         })
     total = {k: "" for k in rows[0]} | {"runs": sum(r["runs"] for r in rows), "GPU hours": round(sum(r["GPU hours"] for r in rows), 1)}
     return pd.DataFrame([*rows, total | {"stage": "total"}], dtype=object).set_index("stage")

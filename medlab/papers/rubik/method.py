@@ -186,9 +186,8 @@ def normalise_cubes(cubes: torch.Tensor) -> torch.Tensor:
     """Each cube's every channel (B, 8, C, c, c, c) mapped to [-1, 1] by its own minimum and maximum:
     the per-cube intensity normalisation of the paper's preprocessing. A constant cube maps to -1."""
     flat = cubes.flatten(3)
-    low = flat.amin(3)[..., None, None, None]
-    span = (flat.amax(3) - flat.amin(3))[..., None, None, None]
-    return 2 * (cubes - low) / span.clamp_min(1e-6) - 1
+    low, high = flat.amin(3)[..., None, None, None], flat.amax(3)[..., None, None, None]
+    return 2 * (cubes - low) / (high - low).clamp_min(1e-6) - 1
 
 
 def make_proxy_batch(
